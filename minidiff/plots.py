@@ -1,0 +1,117 @@
+"""Pictures: image grids, point clouds, trajectories and schedule curves.
+
+Every function draws on a matplotlib Axes (made if not given) and returns the Figure, so a
+lesson can show it and a script can save it. ``figure_png`` renders a Figure to PNG bytes
+(the widgets use it).
+"""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+__all__ = ["to_image", "image_grid", "show_images", "scatter", "snapshots_2d", "plot_schedules",
+           "figure_png"]
+
+
+def _axes(ax, figsize=(4, 4)):
+    if ax is not None:
+        return ax.figure, ax
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=figsize)
+    return fig, ax
+
+
+def to_image(x: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W, C) or (H, W) in [0, 1] for imshow."""
+    img = ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+    return img[..., 0] if img.shape[-1] == 1 else img
+
+
+def image_grid(x: torch.Tensor, nrow: int = 8, pad: int = 1) -> torch.Tensor:
+    """Tile a batch (N, C, H, W) into one image (C, H', W') with ``nrow`` images per row."""
+    n, c, h, w = x.shape
+    ncol = min(nrow, n)
+    rows = -(-n // ncol)
+    grid = torch.ones(c, rows * (h + pad) + pad, ncol * (w + pad) + pad, dtype=x.dtype)
+    for k in range(n):  # one copy per image, not per pixel
+        r, q = divmod(k, ncol)
+        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = x[k].cpu()
+    return grid
+
+
+def show_images(x: torch.Tensor, nrow: int = 8, titles=None, ax=None, title: str | None = None):
+    """Show a batch (N, C, H, W) in [-1, 1] as a grid (or a row with ``titles``)."""
+    if titles is not None:
+        import matplotlib.pyplot as plt
+        fig, axes = plt.subplots(1, len(x), figsize=(1.6 * len(x), 1.9))
+        for a, img, name in zip(np.atleast_1d(axes), x, titles):
+            a.imshow(to_image(img), cmap="gray", vmin=0, vmax=1)
+            a.set_title(name, fontsize=8)
+            a.axis("off")
+        return fig
+    fig, ax = _axes(ax, figsize=(6, 6))
+    ax.imshow(to_image(image_grid(x, nrow)), cmap="gray", vmin=0, vmax=1)
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def scatter(points: torch.Tensor, ax=None, title: str | None = None, lim: float = 3.0, **kw):
+    """Scatter a 2-D point cloud (N, 2) on square axes [-lim, lim]^2."""
+    fig, ax = _axes(ax)
+    p = points.detach().float().cpu().numpy()
+    ax.scatter(p[:, 0], p[:, 1], s=kw.pop("s", 2), alpha=kw.pop("alpha", 0.5), **kw)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def snapshots_2d(traj: torch.Tensor, indices, labels=None, lim: float = 3.0, color="C0"):
+    """A row of scatter plots of a trajectory (K, N, 2) at the given indices."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(indices), figsize=(2.2 * len(indices), 2.4))
+    for j, (a, k) in enumerate(zip(np.atleast_1d(axes), indices)):
+        scatter(traj[k], ax=a, lim=lim, color=color,
+                title=labels[j] if labels is not None else f"step {k}")
+        a.set_xticks([])
+        a.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_schedules(schedules: dict, axes=None):
+    """alpha_bar and log10 SNR against t / T for each named schedule, side by side."""
+    if axes is None:
+        import matplotlib.pyplot as plt
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = axes[0].figure
+    for name, s in schedules.items():
+        u = (np.arange(s.T) + 1) / s.T
+        axes[0].plot(u, s.alpha_bars.numpy(), label=name)
+        snr = s.snr.numpy()
+        axes[1].plot(u[snr > 0], np.log10(snr[snr > 0]), label=name)
+    axes[0].set(xlabel="t / T", ylabel=r"$\bar\alpha_t$", title="signal kept", ylim=(-0.02, 1.02))
+    axes[1].set(xlabel="t / T", ylabel=r"$\log_{10}$ SNR", title="signal-to-noise ratio")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
+    """Render a Figure to PNG bytes with the Agg backend (no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+matplotlib.rcParams.setdefault("figure.dpi", 80)

@@ -1,0 +1,253 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from minidiff import analytic, data, reverse, samplers, schedules
+from minidiff.forward import q_sample
+from minidiff.loss import predict_eps
+
+
+def gaussian_product_posterior(s, x0, xt, t):
+    """q(x_{t-1} | x_t, x0) by Bayes as a product of two Gaussians in x_{t-1}, written from scratch:
+    q(x_t | x_{t-1}) = N(sqrt(a_t) x_{t-1}, b_t)  and  q(x_{t-1} | x0) = N(sqrt(abar_{t-1}) x0, 1 - abar_{t-1})."""
+    a = s.alphas[t].item()
+    b = 1 - a
+    abar_prev = s.alpha_bars_prev[t].item()
+    prec1, mean1 = a / b, xt / math.sqrt(a)              # likelihood as a density in x_{t-1}
+    prec2, mean2 = 1 / (1 - abar_prev), math.sqrt(abar_prev) * x0
+    var = 1 / (prec1 + prec2)
+    return var * (prec1 * mean1 + prec2 * mean2), var
+
+
+@pytest.mark.parametrize("t", [1, 7, 50, 99])
+def test_posterior_is_a_product_of_gaussians(t):
+    s = schedules.cosine(T=100)
+    x0 = torch.randn(3, 4, dtype=torch.float64)
+    xt = torch.randn(3, 4, dtype=torch.float64)
+    mean, var = reverse.q_posterior(s, x0, xt, torch.full((3,), t))
+    want_mean, want_var = gaussian_product_posterior(s, x0, xt, t)
+    torch.testing.assert_close(mean, want_mean)
+    assert var[0, 0].item() == pytest.approx(want_var, rel=1e-10)
+
+
+def test_posterior_mean_is_ddpm_eq_11_for_eps():
+    """With x0 written through eps, mu~ = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)."""
+    s = schedules.linear(T=50)
+    xt, eps = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    t = torch.tensor([1, 10, 30, 49])
+    out = reverse.p_mean_variance(s, eps, xt, t, prediction="eps")
+    b = s.betas[t][:, None]
+    want = (xt - b / (1 - s.alpha_bars[t][:, None]).sqrt() * eps) / s.alphas[t][:, None].sqrt()
+    torch.testing.assert_close(out["mean"], want)
+    large = reverse.p_mean_variance(s, eps, xt, t, variance="large")
+    torch.testing.assert_close(large["var"][:, 0], s.betas[t])
+
+
+def test_ddim_eta_one_has_the_ddpm_posterior_variance():
+    s = schedules.linear(T=1000)
+    for steps in (1000, 50, 10):
+        sub = s.respace(reverse.timesteps(1000, steps))
+        for i in range(1, sub.T):
+            assert samplers.ddim_sigma(sub, i, 1.0) ** 2 == pytest.approx(sub.posterior_variance[i].item(), rel=1e-9)
+            assert samplers.ddim_sigma(sub, i, 0.0) == 0
+
+
+def test_ddim_eta_one_step_mean_is_the_ddpm_posterior_mean():
+    s = schedules.linear(T=1000).respace(reverse.timesteps(1000, 20))
+    x0 = torch.randn(4, 2, dtype=torch.float64)
+    eps = torch.randn(4, 2, dtype=torch.float64)
+    i = 12
+    t = torch.full((4,), i)
+    xt = q_sample(s, x0, t, eps)
+    sigma = samplers.ddim_sigma(s, i, 1.0)
+    abar_prev = s.alpha_bars_prev[i].item()
+    ddim_mean = math.sqrt(abar_prev) * x0 + math.sqrt(1 - abar_prev - sigma ** 2) * eps
+    ddpm_mean, _ = reverse.q_posterior(s, x0, xt, t)
+    torch.testing.assert_close(ddim_mean, ddpm_mean)
+
+
+def test_timesteps_spacings():
+    T = 1000
+    for n in (1, 2, 7, 10, 50, 333, 999, 1000):
+        for sp in reverse.SPACINGS:
+            ts = reverse.timesteps(T, n, sp)
+            assert ts.dtype == torch.long and ts.shape == (n,)
+            assert ts.min() >= 0 and ts.max() <= T - 1
+            assert (ts[1:] < ts[:-1]).all(), (sp, n)
+        assert reverse.timesteps(T, n, "trailing")[0] == T - 1
+        if n > 1:
+            assert reverse.timesteps(T, n, "linspace")[0] == T - 1
+            assert reverse.timesteps(T, n, "linspace")[-1] == 0
+    assert reverse.timesteps(1000, 10, "leading").tolist() == list(range(900, -1, -100))
+    assert reverse.timesteps(1000, 10, "trailing").tolist() == list(range(999, 0, -100))
+    assert reverse.timesteps(10, 3, "trailing").tolist() == [9, 6, 2]
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("n", [1, 3, 10, 50, 999])
+def test_timesteps_match_diffusers(spacing, n):
+    diffusers = pytest.importorskip("diffusers")
+    sched = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
+    sched.set_timesteps(n)
+    assert reverse.timesteps(1000, n, spacing).tolist() == sched.timesteps.tolist()
+
+
+def mixture_model(T=100):
+    s = schedules.linear(T=T, beta_end=0.2) if T < 500 else schedules.linear(T=T)
+    return s, analytic.MixtureDenoiser(s, data.default_mixture())
+
+
+@pytest.mark.parametrize("steps", [None, 20])
+def test_ddpm_sampling_matches_diffusers(steps):
+    diffusers = pytest.importorskip("diffusers")
+    s, model = mixture_model(T=100)
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
+    ours = reverse.sample(model, s, (64, 2), "ddpm", steps=steps, x_T=x_T, spacing="leading",
+                          generator=torch.Generator().manual_seed(5), progress=False)
+    ref = diffusers.DDPMScheduler(num_train_timesteps=100, trained_betas=s.betas.numpy(), clip_sample=False,
+                                  variance_type="fixed_small", timestep_spacing="leading")
+    ref.set_timesteps(steps or 100)
+    x, gen = x_T.clone(), torch.Generator().manual_seed(5)
+    for t in ref.timesteps:
+        x = ref.step(model(x, t.expand(64)), t, x, generator=gen).prev_sample
+    torch.testing.assert_close(ours, x, rtol=1e-3, atol=1e-3)  # diffusers keeps float32 alphas
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_sampling_matches_diffusers(eta):
+    diffusers = pytest.importorskip("diffusers")
+    s, model = mixture_model(T=1000)
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
+    ours = reverse.sample(model, s, (64, 2), "ddim", steps=50, eta=eta, x_T=x_T, spacing="trailing",
+                          generator=torch.Generator().manual_seed(5), progress=False)
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, trained_betas=s.betas.numpy(), clip_sample=False,
+                                  timestep_spacing="trailing", set_alpha_to_one=True)
+    ref.set_timesteps(50)
+    x, gen = x_T.clone(), torch.Generator().manual_seed(5)
+    for t in ref.timesteps:
+        x = ref.step(model(x, t.expand(64)), t, x, eta=eta, generator=gen).prev_sample
+    torch.testing.assert_close(ours, x, rtol=1e-3, atol=1e-3)  # diffusers keeps float32 alphas
+
+
+def test_analytic_denoiser_recovers_the_mixture():
+    mix = data.default_mixture()
+    s = schedules.linear(T=1000)
+    model = analytic.MixtureDenoiser(s, mix)
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    for sampler, steps in (("ddpm", None), ("ddim", 50)):
+        x = reverse.sample(model, s, (n, 2), sampler, steps=steps, generator=g, progress=False)
+        d = torch.cdist(x.double(), mix.means)
+        k = d.argmin(1)
+        weights = torch.bincount(k, minlength=3).double() / n
+        assert torch.allclose(weights, mix.weights, atol=0.03), (sampler, weights)
+        for j in range(3):
+            pts = x[k == j].double()
+            assert torch.allclose(pts.mean(0), mix.means[j], atol=0.05), (sampler, j)
+            assert pts.std(0).mean().item() == pytest.approx(0.25, abs=0.03)
+
+
+def test_analytic_eps_is_tweedie_of_the_true_score():
+    """E[eps | x_t] is -sqrt(1 - abar) * grad log p_t: check against autograd of log p_t."""
+    s = schedules.linear(T=100, beta_end=0.2)
+    mix = data.default_mixture()
+    model = analytic.MixtureDenoiser(s, mix)
+    t = torch.tensor([0, 10, 50, 99])
+    x = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    abar = s.alpha_bars[t][:, None]
+    logp = []
+    for k in range(4):   # p_t is itself a mixture; build it and differentiate its log density
+        a = abar[k, 0]
+        noised = data.GaussianMixture(mix.means * a.sqrt(), (a * mix.stds ** 2 + 1 - a).sqrt(), mix.weights)
+        logp.append(noised.log_prob(x[k:k + 1]))
+    score = torch.autograd.grad(torch.cat(logp).sum(), x)[0]
+    torch.testing.assert_close(model(x.detach(), t), -(1 - abar).sqrt() * score)
+
+
+def test_trajectory_and_reproducibility():
+    s, model = mixture_model(T=100)
+    x, path = reverse.sample(model, s, (8, 2), "ddpm", steps=10, trajectory=True,
+                             generator=torch.Generator().manual_seed(0), progress=False)
+    assert path.shape == (11, 8, 2)
+    assert torch.equal(path[-1], x)
+    again = reverse.sample(model, s, (8, 2), "ddpm", steps=10, generator=torch.Generator().manual_seed(0),
+                           progress=False)
+    assert torch.equal(again, x)
+
+
+def test_zero_terminal_snr_sampling_stays_finite():
+    """With alpha_bar[-1] = 0 the first step starts from pure noise; v-prediction keeps it finite."""
+    s = schedules.linear(T=100, beta_end=0.2).rescale_zero_terminal_snr()
+    mix = data.default_mixture()
+    eps_model = analytic.MixtureDenoiser(s, mix)
+
+    def v_model(x, t):       # v = sqrt(abar) eps - sqrt(1 - abar) x0, from the analytic eps
+        from minidiff.loss import eps_from_v  # noqa: F401
+        ab = s.alpha_bars[t][:, None].float()
+        eps = eps_model(x, t)
+        score = -eps / (1 - ab).sqrt()
+        x0 = torch.where(ab > 0, (x + (1 - ab) * score) / ab.clamp_min(1e-30).sqrt(),
+                         mix.means.float().T @ mix.weights.float() * torch.ones_like(x))
+        return ab.sqrt() * eps - (1 - ab).sqrt() * x0
+
+    for sampler in ("ddpm", "ddim"):
+        x = reverse.sample(v_model, s, (500, 2), sampler, prediction="v",
+                           generator=torch.Generator().manual_seed(0), progress=False)
+        assert torch.isfinite(x).all()
+        assert x.std().item() < 2
+    with pytest.raises(ValueError, match="zero terminal"):
+        reverse.sample(eps_model, s, (5, 2), "ddpm", progress=False)
+
+
+def test_clip_x0_keeps_predictions_in_range():
+    s = schedules.linear(T=10)
+    wild = lambda x, t: torch.full_like(x, -50.0)  # noqa: E731  (an eps that implies a huge x0)
+    x = reverse.sample(wild, s, (4, 3), "ddim", clip_x0=1.0, generator=torch.Generator().manual_seed(0),
+                       progress=False)
+    assert x.abs().max() <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("kwargs,err,match", [
+    (dict(sampler="euler"), ValueError, "unknown sampler 'euler'"),
+    (dict(steps=11), ValueError, r"steps must be in \[1, 10\]"),
+    (dict(steps=0), ValueError, r"steps must be in \[1, 10\]"),
+    (dict(spacing="random"), ValueError, "unknown spacing 'random'"),
+    (dict(x_T=torch.zeros(3, 2)), ValueError, r"x_T must have shape \(4, 2\)"),
+    (dict(eta=0.5), ValueError, "eta applies only to sampler='ddim'"),
+    (dict(sampler="ddim", eta=-1.0), ValueError, "eta must be in"),
+    (dict(prediction="score"), ValueError, "unknown prediction"),
+    (dict(shape=(4, 0)), ValueError, "shape must be"),
+])
+def test_bad_sample_arguments(kwargs, err, match):
+    s = schedules.linear(T=10)
+    model = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    args = dict(shape=(4, 2))
+    args.update(kwargs)
+    shape = args.pop("shape")
+    with pytest.raises(err, match=match):
+        reverse.sample(model, s, shape, progress=False, **args)
+
+
+def test_bad_model_output_and_timesteps_args():
+    s = schedules.linear(T=10)
+    with pytest.raises(ValueError, match="model output must have shape"):
+        reverse.sample(lambda x, t: x[:, :1], s, (2, 2), progress=False)
+    with pytest.raises(ValueError, match=r"n must be in \[1, 10\]"):
+        reverse.timesteps(10, 11)
+    with pytest.raises(TypeError, match="T must be an int"):
+        reverse.timesteps(10.0, 5)
+    with pytest.raises(TypeError, match="model must be callable"):
+        reverse.sample(None, s, (2, 2))
+
+
+def test_predict_eps_used_after_clipping_is_consistent():
+    s = schedules.linear(T=10)
+    x0 = torch.rand(2, 3) * 2 - 1
+    xt = torch.randn(2, 3)
+    t = torch.tensor([3, 9])
+    eps = predict_eps(s, xt, t, x0)
+    out = reverse.p_mean_variance(s, eps, xt, t, clip_x0=1.0)
+    torch.testing.assert_close(out["x0_hat"], x0, rtol=1e-5, atol=1e-5)
+    assert np.isfinite(out["var"].numpy()).all()
