@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 __all__ = ["to_image", "image_grid", "show_images", "scatter", "snapshots_2d", "plot_schedules",
-           "figure_png"]
+           "figure_png", "show_source"]
 
 
 def _axes(ax, figsize=(4, 4)):
@@ -114,4 +114,13 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
-matplotlib.rcParams.setdefault("figure.dpi", 80)
+
+
+
+def show_source(obj):
+    """The source of a minidiff function or class as highlighted Markdown, so a lesson shows
+    the package's code itself rather than a second copy of it."""
+    import inspect
+
+    from IPython.display import Markdown
+    return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")
