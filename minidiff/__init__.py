@@ -6,6 +6,6 @@ One small module per idea; read them in this order:
 sets, ``nets`` the small networks, ``plots`` and ``widgets`` the pictures, ``device`` the
 run set-up (device, scale, seeds).
 """
-from . import analytic, data, device, forward, loss, physics, reverse, samplers, schedules  # noqa: F401
+from . import analytic, data, device, forward, loss, metrics, physics, reverse, samplers, schedules  # noqa: F401
 
 __version__ = "0.1.0"
