@@ -1,20 +1,36 @@
-"""Data: small sets you can see, made on the spot with no download.
+"""Data: small sets you can see, made on the spot, and Fashion-MNIST.
 
 Toy 2-D sets (swiss roll, two moons, a Gaussian mixture with known parameters) are the
 playground of lessons 01–04: every point is visible, and for the mixture the ideal denoiser is
-known exactly (see ``analytic``). ``sample_image`` draws a small picture for the widgets.
-Each set is scaled to roughly zero mean and unit spread, like the N(0, I) it is noised toward.
+known exactly (see ``analytic``). Each is scaled to roughly zero mean and unit spread, like
+the N(0, I) it is noised toward. ``sample_image`` draws a small picture for the widgets;
+``shapes`` draws coloured shapes with captions and attributes for the conditioning lessons.
+
+Fashion-MNIST (Xiao et al. 2017) is the real image set. ``fashion_mnist`` looks for the four
+official IDX files in $MINIDIFF_DATA/fashion-mnist, then the user cache, then
+/usr/share/datasets/fashion-mnist (Debian/Ubuntu package ``dataset-fashion-mnist``), and
+otherwise downloads them into the cache. Every file is checked against the SHA-256 of its
+decompressed content (so a re-compressed copy is accepted and a corrupt one is not).
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
 import math
+import os
+import pathlib
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
 
+import numpy as np
 import torch
 
 from ._checks import check_choice, check_float, check_int, check_tensor
 
 __all__ = ["swiss_roll", "two_moons", "GaussianMixture", "default_mixture", "toy_2d", "TOY_SETS",
-           "sample_image"]
+           "sample_image", "fashion_mnist", "FASHION_MNIST_CLASSES", "shapes", "SHAPE_ATTRIBUTES"]
 
 
 def swiss_roll(n: int, noise: float = 0.03, generator=None) -> torch.Tensor:
@@ -124,3 +140,162 @@ def sample_image(size: int = 32) -> torch.Tensor:
         for ch in range(3):
             img[ch][mask] = colour[ch]
     return img * 2 - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Fashion-MNIST
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                       "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+# SHA-256 of each file's decompressed IDX bytes.
+FASHION_MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+SYSTEM_DATA_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
+
+
+def cache_dir() -> pathlib.Path:
+    """Where downloads go: $MINIDIFF_CACHE, else $XDG_CACHE_HOME/minidiff, else ~/.cache/minidiff."""
+    if os.environ.get("MINIDIFF_CACHE"):
+        return pathlib.Path(os.environ["MINIDIFF_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "minidiff"
+
+
+def fashion_mnist_dirs() -> list[pathlib.Path]:
+    """The folders searched, in order."""
+    dirs = []
+    if os.environ.get("MINIDIFF_DATA"):
+        dirs.append(pathlib.Path(os.environ["MINIDIFF_DATA"]) / "fashion-mnist")
+    return dirs + [cache_dir() / "fashion-mnist", SYSTEM_DATA_DIR]
+
+
+def _read_idx(path: pathlib.Path, name: str | None = None) -> np.ndarray:
+    """Decompress, verify and parse one IDX file; any fault is an error that names the file."""
+    name = name or path.name
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise ValueError(f"Fashion-MNIST file {path} is corrupt or truncated ({e}); delete it and "
+                         f"fetch it again") from e
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != FASHION_MNIST_SHA256[name]:
+        raise ValueError(f"Fashion-MNIST file {path} has the wrong content (SHA-256 {digest[:12]}..., "
+                         f"expected {FASHION_MNIST_SHA256[name][:12]}...); delete it and fetch it again")
+    magic, count = int.from_bytes(raw[0:4], "big"), int.from_bytes(raw[4:8], "big")
+    if magic == 2051:                                             # images: count x rows x cols
+        rows, cols = int.from_bytes(raw[8:12], "big"), int.from_bytes(raw[12:16], "big")
+        return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(count, rows, cols)
+    return np.frombuffer(raw, dtype=np.uint8, offset=8)          # labels (magic 2049)
+
+
+def _download(name: str, folder: pathlib.Path) -> pathlib.Path:
+    base = os.environ.get("MINIDIFF_FASHION_MNIST_URL", FASHION_MNIST_URL)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
+    try:
+        with urllib.request.urlopen(base + name, timeout=60) as r, os.fdopen(fd, "wb") as f:
+            shutil.copyfileobj(r, f)
+        try:
+            _read_idx(pathlib.Path(tmp), name)       # verify before it takes the real name
+        except ValueError as e:
+            raise ValueError(f"downloaded {base + name}: {e}") from e
+        final = folder / name
+        os.replace(tmp, final)
+        return final
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _offline_message(split: str, error: Exception) -> str:
+    dirs = "\n".join(f"    {d}" for d in fashion_mnist_dirs())
+    return (f"Fashion-MNIST ({split}) was not found and could not be downloaded ({error}).\n"
+            f"Looked in:\n{dirs}\nAny one of these gets it:\n"
+            f"  1. put the four official files (train-/t10k-images-idx3-ubyte.gz, "
+            f"train-/t10k-labels-idx1-ubyte.gz) in a folder DIR/fashion-mnist and set MINIDIFF_DATA=DIR;\n"
+            f"  2. on Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist "
+            f"(installs them in {SYSTEM_DATA_DIR});\n"
+            f"  3. connect to the internet once: they are downloaded from {FASHION_MNIST_URL} "
+            f"into {cache_dir() / 'fashion-mnist'}.")
+
+
+def fashion_mnist(split: str = "train", download: bool = True):
+    """Fashion-MNIST images in [-1, 1], shape (N, 1, 28, 28) float32, and labels (N,) long.
+
+    :param split: "train" (60,000 images) or "test" (10,000).
+    :param download: fetch the files into the cache when no folder has them.
+    """
+    check_choice("split", split, FASHION_MNIST_FILES)
+    names = FASHION_MNIST_FILES[split]
+    folder = next((d for d in fashion_mnist_dirs() if all((d / n).is_file() for n in names)), None)
+    if folder is None:
+        if not download:
+            raise FileNotFoundError(_offline_message(split, RuntimeError("download=False")))
+        target = cache_dir() / "fashion-mnist"
+        try:
+            for n in names:
+                if not (target / n).is_file():
+                    _download(n, target)
+        except (urllib.error.URLError, OSError) as e:   # offline, refused, timed out
+            raise FileNotFoundError(_offline_message(split, e)) from e
+        folder = target
+    images, labels = (_read_idx(folder / n) for n in names)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"Fashion-MNIST files in {folder} disagree: {images.shape[0]} images, "
+                         f"{labels.shape[0]} labels")
+    x = torch.from_numpy(images.copy()).float().div_(127.5).sub_(1.0)[:, None]
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Coloured shapes with captions
+
+SHAPE_ATTRIBUTES = {
+    "colour": {"red": (0.9, 0.1, 0.1), "green": (0.1, 0.75, 0.2), "blue": (0.15, 0.3, 0.95),
+               "yellow": (0.95, 0.85, 0.1), "purple": (0.6, 0.2, 0.8)},
+    "shape": ("circle", "square", "triangle"),
+    "size": {"small": 0.14, "large": 0.24},
+    "position": {"top left": (0.3, 0.3), "top right": (0.3, 0.7), "bottom left": (0.7, 0.3),
+                 "bottom right": (0.7, 0.7), "centre": (0.5, 0.5)},
+}
+
+
+def shapes(n: int, size: int = 32, generator=None):
+    """``n`` pictures (n, 3, size, size) in [-1, 1] of one coloured shape on a light background,
+    with captions such as "a small red circle at the top left" and the attribute indices.
+
+    Returns ``(images, captions, attributes)`` where ``attributes`` maps "colour", "shape",
+    "size" and "position" to LongTensors (n,) indexing ``SHAPE_ATTRIBUTES``.
+    """
+    n = check_int("n", n, low=1)
+    size = check_int("size", size, low=8)
+    A = SHAPE_ATTRIBUTES
+    keys = {k: list(v) for k, v in A.items()}
+    attrs = {k: torch.randint(0, len(v), (n,), generator=generator) for k, v in keys.items()}
+    centres = torch.tensor([A["position"][p] for p in keys["position"]])[attrs["position"]]   # (n, 2) y, x
+    radius = torch.tensor([A["size"][s] for s in keys["size"]])[attrs["size"]]
+    colour = torch.tensor([A["colour"][c] for c in keys["colour"]])[attrs["colour"]]          # (n, 3)
+    c = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    dy = yy[None] - centres[:, 0, None, None]
+    dx = xx[None] - centres[:, 1, None, None]
+    r = radius[:, None, None]
+    masks = torch.stack([dy ** 2 + dx ** 2 < r ** 2,                                    # circle
+                         (dy.abs() < 0.85 * r) & (dx.abs() < 0.85 * r),                 # square
+                         (dy > -r) & (dy < 0.8 * r) & (dx.abs() < (dy + r) * 0.6)])       # triangle
+    mask = masks[attrs["shape"], torch.arange(n)]                                        # (n, H, W)
+    img = torch.where(mask[:, None], colour[:, :, None, None], torch.full((1, 3, 1, 1), 0.92))
+    captions = [f"a {keys['size'][s]} {keys['colour'][col]} {keys['shape'][sh]} "
+                f"{'in the' if keys['position'][p] == 'centre' else 'at the'} {keys['position'][p]}"
+                for s, col, sh, p in zip(attrs["size"].tolist(), attrs["colour"].tolist(),
+                                         attrs["shape"].tolist(), attrs["position"].tolist())]
+    return img * 2 - 1, captions, attrs

@@ -120,7 +120,8 @@ def sample(model, s: NoiseSchedule, shape, sampler: str = "ddpm", steps: int | N
     :param model: any callable ``model(x_t, t, **cond)`` returning a prediction shaped like x_t.
     :param s: the schedule the model was trained with.
     :param shape: output shape (N, ...).
-    :param sampler: "ddpm" (ancestral) or "ddim" (``samplers.ddim_step``, with ``eta``).
+    :param sampler: "ddpm" (ancestral), "ddim" (``samplers.ddim_step``, with ``eta``) or
+        "dpm++2m" (``samplers.DPMSolverPP2M``).
     :param steps: how many steps to take (default T); they are chosen by ``spacing``.
     :param x_T: the starting noise (fixes the start; must have ``shape``).
     :param prediction: what the model predicts: "eps", "x0" or "v".

@@ -12,6 +12,17 @@ eta = 0 is deterministic; eta = 1 makes sigma_t^2 the DDPM posterior variance be
 DDIM(eta=1) is ancestral DDPM sampling. Every sampler here works on a respaced schedule
 ``s`` (``reverse.sample`` builds it), where index i's "previous" step is simply i - 1.
 
+DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2) solves the probability-flow
+ODE in the half-log-SNR lambda_t = log(alpha_t / sigma_t), alpha_t = sqrt(abar_t),
+sigma_t = sqrt(1 - abar_t), with h = lambda_{t-1} - lambda_t:
+
+    first step (and the last):  x_{t-1} = (sigma_{t-1} / sigma_t) x_t - alpha_{t-1} (e^{-h} - 1) x0_hat_t
+    later steps, r = h_prev / h: D = (1 + 1 / (2r)) x0_hat_t - (1 / (2r)) x0_hat_prev,
+                                x_{t-1} = (sigma_{t-1} / sigma_t) x_t - alpha_{t-1} (e^{-h} - 1) D
+
+The first-order step is DDIM(eta=0); the second order reuses the previous step's x0_hat as a
+finite-difference derivative, so it costs one model call per step like the others.
+
 A sampler is made by ``make_step(name, s, ...)`` and returns ``step(i, x, x0_hat, eps_hat)``:
 the one interface ``reverse.sample``'s loop calls.
 """
@@ -26,7 +37,7 @@ from .forward import randn_like
 from .reverse import ddpm_step
 from .schedules import NoiseSchedule
 
-__all__ = ["SAMPLERS", "ddim_sigma", "ddim_step", "make_step"]
+__all__ = ["SAMPLERS", "ddim_sigma", "ddim_step", "DPMSolverPP2M", "make_step"]
 
 
 def ddim_sigma(s: NoiseSchedule, i: int, eta: float) -> float:
@@ -47,7 +58,36 @@ def ddim_step(s: NoiseSchedule, i: int, x: torch.Tensor, x0_hat: torch.Tensor, e
     return x_prev
 
 
-SAMPLERS = ("ddpm", "ddim")
+class DPMSolverPP2M:
+    """DPM-Solver++(2M) on schedule ``s``; call it with the steps in order i = T-1, ..., 0."""
+
+    def __init__(self, s: NoiseSchedule):
+        self.s = s
+        self.prev_x0 = None       # x0_hat of the previous step
+        self.prev_h = None        # the previous step's h
+
+    def _alpha_sigma(self, abar: float):
+        return math.sqrt(abar), math.sqrt(1.0 - abar)
+
+    def __call__(self, i: int, x: torch.Tensor, x0_hat: torch.Tensor, eps_hat=None) -> torch.Tensor:
+        alpha_s, sigma_s = self._alpha_sigma(float(self.s.alpha_bars[i]))
+        alpha_t, sigma_t = self._alpha_sigma(float(self.s.alpha_bars_prev[i]))
+        # e^{-h} = (sigma_t / alpha_t) / (sigma_s / alpha_s), written without logs so that the
+        # clean end (sigma_t = 0) and a zero-SNR start (alpha_s = 0) stay finite
+        exp_neg_h = (sigma_t * alpha_s) / (alpha_t * sigma_s)
+        finite = 0.0 < exp_neg_h < math.inf
+        h = -math.log(exp_neg_h) if finite else None
+        D = x0_hat
+        last = i == 0
+        if self.prev_x0 is not None and not last and finite and self.prev_h is not None:
+            r = self.prev_h / h
+            D = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * self.prev_x0
+        x_prev = (sigma_t / sigma_s) * x - alpha_t * (exp_neg_h - 1.0) * D
+        self.prev_x0, self.prev_h = x0_hat, h
+        return x_prev
+
+
+SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 
 
 def make_step(name: str, s: NoiseSchedule, *, eta: float = 0.0, generator=None, variance: str = "small"):
@@ -56,4 +96,6 @@ def make_step(name: str, s: NoiseSchedule, *, eta: float = 0.0, generator=None, 
     if name == "ddpm":
         return lambda i, x, x0_hat, eps_hat: ddpm_step(s, i, x, x0_hat, eps_hat,
                                                        generator=generator, variance=variance)
+    if name == "dpm++2m":
+        return DPMSolverPP2M(s)
     return lambda i, x, x0_hat, eps_hat: ddim_step(s, i, x, x0_hat, eps_hat, eta=eta, generator=generator)

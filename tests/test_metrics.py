@@ -23,3 +23,57 @@ def test_sliced_wasserstein_bad_input():
         metrics.sliced_wasserstein(torch.zeros(3, 2), torch.zeros(4, 2))
     with pytest.raises(TypeError, match="torch.Tensor"):
         metrics.sliced_wasserstein([[0.0]], torch.zeros(1, 1))
+
+
+def test_frechet_distance_matches_scipy(g):
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    import numpy as np
+    a = torch.randn(500, 6, generator=g, dtype=torch.float64)
+    b = torch.randn(400, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 6, generator=g, dtype=torch.float64) + 0.5
+    mu1, mu2 = a.mean(0).numpy(), b.mean(0).numpy()
+    s1, s2 = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    covmean = scipy_linalg.sqrtm(s1 @ s2).real
+    want = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+    assert metrics.frechet_distance(a, b) == pytest.approx(want, rel=1e-6)
+    assert metrics.frechet_distance(a, a) == pytest.approx(0, abs=1e-8)
+    # shifting by c adds |c|^2 exactly
+    assert metrics.frechet_distance(a, a + 2.0) == pytest.approx(6 * 4.0, rel=1e-9)
+
+
+def test_precision_recall_detects_collapse(g):
+    real = torch.randn(1000, 2, generator=g)
+    same = torch.randn(1000, 2, generator=g)
+    p, r = metrics.precision_recall(real, same)
+    assert p > 0.9 and r > 0.9
+    collapsed = 0.1 * torch.randn(1000, 2, generator=g)           # all samples near the centre
+    p, r = metrics.precision_recall(real, collapsed)
+    assert p > 0.9 and r < 0.5                                  # realistic but not diverse
+    off = torch.randn(1000, 2, generator=g) + 10                 # diverse but unrealistic
+    p, r = metrics.precision_recall(real, off)
+    assert p < 0.05 and r < 0.05
+
+
+def test_class_coverage():
+    cov = metrics.class_coverage(torch.tensor([0, 0, 1, 2, 2, 2]), num_classes=4)
+    assert cov["counts"] == [2, 1, 3, 0]
+    assert cov["covered"] == 0.75
+    assert cov["max_share_ratio"] == pytest.approx(0.5 * 4)
+
+
+def test_classifier_learns_shapes_quickly(g):
+    """The classifier architecture can separate simple classes: a sanity check of the pipeline."""
+    from minidiff import data
+    imgs, _, attrs = data.shapes(600, size=28, generator=g)
+    x = imgs.mean(1, keepdim=True)
+    y = attrs["shape"]
+    torch.manual_seed(0)
+    model = metrics.train_classifier(x[:500], y[:500], steps=150, batch_size=64, generator=g, progress=False)
+    assert metrics.accuracy(model, x[500:], y[500:]) > 0.9
+    assert metrics.features(model, x[:10]).shape == (10, 128)
+
+
+def test_frechet_bad_input():
+    with pytest.raises(ValueError, match="same feature size"):
+        metrics.frechet_distance(torch.zeros(3, 2), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="N >= 2"):
+        metrics.frechet_distance(torch.zeros(1, 2), torch.zeros(3, 2))
