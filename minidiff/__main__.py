@@ -1,7 +1,12 @@
-"""Command line: ``python -m minidiff demo [--out PATH]``.
+"""Command line.
+
+    python -m minidiff demo [--out PATH]
+    python -m minidiff train --dataset fashion-mnist --scale small --steps N --checkpoint PATH [--seed S]
+    python -m minidiff sample --checkpoint PATH --sampler ddim --steps 50 --out grid.png
 
 ``demo`` trains a small noise-prediction MLP on an embedded 2-D data set (no download), then
 writes one PNG: the data, the data being noised, and samples drawn by the reverse process.
+``train`` trains (or resumes) the image DDPM; ``sample`` draws a grid from a checkpoint.
 """
 from __future__ import annotations
 
@@ -56,6 +61,33 @@ def demo(out: str, dataset: str = "swiss_roll", steps: int = 4000, seed: int = 0
     return out
 
 
+def sample_grid(args) -> int:
+    import matplotlib
+    matplotlib.use("Agg")
+    import os
+
+    import torch
+
+    from . import plots, reverse
+    from .device import get_device
+    from .training import model_from_checkpoint
+
+    if not os.path.exists(args.checkpoint):
+        print(f"error: no checkpoint at {args.checkpoint}; make one with 'python -m minidiff train'", file=sys.stderr)
+        return 2
+    dev = get_device()
+    model, s, cfg = model_from_checkpoint(args.checkpoint, use_ema=not args.raw, device=dev)
+    g = torch.Generator().manual_seed(args.seed)
+    x = reverse.sample(model, s, (args.n, 1, 28, 28), sampler=args.sampler, steps=args.steps, generator=g,
+                       clip_x0=1.0, device=dev, progress=not args.no_progress)
+    fig = plots.show_images(x.cpu(), nrow=8, title=f"{args.sampler}, {args.steps} steps ({cfg['scale']} model)")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(args.out, dpi=100, bbox_inches="tight")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minidiff",
                                      description="minidiff: diffusion models explained by building them.")
@@ -69,10 +101,39 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=4000, help="training steps (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p = sub.add_parser("train", help="train (or resume) a DDPM on Fashion-MNIST",
+                       description="Train the U-Net DDPM of a run scale on Fashion-MNIST. If --checkpoint "
+                                   "exists, training resumes from it and continues exactly.")
+    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist"], help="the image data set")
+    p.add_argument("--scale", choices=["tiny", "small", "full"], default=None,
+                   help="model size and defaults (default: $MINIDIFF_SCALE, else full with CUDA, small without)")
+    p.add_argument("--steps", type=int, default=None, help="total training steps (default: the scale's)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file: resumed if it exists, written atomically")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p = sub.add_parser("sample", help="draw a grid of images from a checkpoint",
+                       description="Load a checkpoint written by 'train' and sample a grid of images.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by 'train'")
+    p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpm++2m"], help="sampler (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps (default: %(default)s)")
+    p.add_argument("--n", type=int, default=64, help="number of images (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+    p.add_argument("--out", default="grid.png", help="where to write the PNG (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+    if getattr(args, "steps", 1) is not None and getattr(args, "steps", 1) < 1:
+        parser.error("--steps must be >= 1")
+    if args.command == "train":
+        from .training import train_fashion_mnist
+        _, _, _, history = train_fashion_mnist(args.scale, args.steps, args.checkpoint, args.seed,
+                                               progress=not args.no_progress, checkpoint_every=args.checkpoint_every)
+        print(f"trained to step {len(history)}; checkpoint {args.checkpoint}; last loss {history[-1]:.4f}")
+        return 0
+    if args.command == "sample":
+        return sample_grid(args)
     if args.command == "demo":
-        if args.steps < 1:
-            parser.error("--steps must be >= 1")
         path = demo(args.out, args.dataset, args.steps, args.seed, progress=not args.no_progress)
         print(f"wrote {path}")
     return 0

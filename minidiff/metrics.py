@@ -147,3 +147,70 @@ def class_coverage(predicted: torch.Tensor, num_classes: int = 10) -> dict:
     return {"counts": counts.tolist(), "shares": shares.tolist(),
             "covered": (counts > 0).double().mean().item(),
             "max_share_ratio": (shares.max() * num_classes).item()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation used by lessons 06–07 and benchmarks/sampling_quality.py
+
+def fashion_mnist_evaluator(classifier_steps: int, n_real: int, seed: int = 0, progress: bool = True) -> dict:
+    """Train the feature classifier and prepare the real side of every comparison.
+
+    Returns a dict with the ``classifier``, its test ``accuracy``, ``real`` features of
+    ``n_real`` test images, and the real-vs-real ``floor``: the Fréchet distance between
+    ``n_real`` train and ``n_real`` test images — the best any generator can score at that
+    sample count.
+    """
+    from . import data
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x, y = data.fashion_mnist("train")
+    xt, yt = data.fashion_mnist("test")
+    clf = train_classifier(x, y, classifier_steps, generator=g, progress=progress)
+    pick = torch.randperm(len(x), generator=g)[:n_real]
+    real = features(clf, xt[:n_real])
+    return {"classifier": clf, "accuracy": accuracy(clf, xt, yt), "real": real, "n_real": n_real,
+            "floor": frechet_distance(features(clf, x[pick]), real)}
+
+
+def evaluate_samples(evaluator: dict, samples: torch.Tensor) -> dict:
+    """FID (with its sample count and floor), precision, recall and class coverage of ``samples``."""
+    clf = evaluator["classifier"]
+    fake = features(clf, samples.cpu().clamp(-1, 1))
+    precision, recall = precision_recall(evaluator["real"], fake)
+    coverage = class_coverage(_batched(clf, samples.cpu().clamp(-1, 1)).argmax(1), 10)
+    return {"fid": frechet_distance(fake, evaluator["real"]), "samples": len(samples),
+            "floor": evaluator["floor"], "precision": precision, "recall": recall,
+            "covered": coverage["covered"], "max_share_ratio": coverage["max_share_ratio"],
+            "shares": coverage["shares"]}
+
+
+def compare_samplers(model, s, evaluator: dict, runs, n: int, batch_size: int = 250, seed: int = 0,
+                     device=None, progress: bool = True) -> list[dict]:
+    """Sample ``n`` images with each (sampler, steps) in ``runs`` from the same starting noise and
+    measure FID and wall-clock seconds per image. Returns one row per run."""
+    import time
+
+    from .reverse import sample
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    rows = []
+    for sampler, steps in runs:
+        g = torch.Generator().manual_seed(seed)           # the same x_T for every sampler
+        out, seconds = [], 0.0
+        for i in range(0, n, batch_size):
+            m = min(batch_size, n - i)
+            x_T = torch.randn(m, 1, 28, 28, generator=g).to(device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            x = sample(model, s, (m, 1, 28, 28), sampler=sampler, steps=steps, x_T=x_T, generator=g,
+                       clip_x0=1.0, progress=progress)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds += time.perf_counter() - start
+            out.append(x.cpu())
+        row = {"sampler": sampler, "steps": steps, "seconds_per_image": seconds / n}
+        row.update({k: v for k, v in evaluate_samples(evaluator, torch.cat(out)).items() if k != "shares"})
+        rows.append(row)
+    return rows

@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 __all__ = ["to_image", "image_grid", "show_images", "scatter", "snapshots_2d", "plot_schedules",
-           "figure_png", "show_source"]
+           "figure_png", "show_source", "animation_gif"]
 
 
 def _axes(ax, figsize=(4, 4)):
@@ -124,3 +124,19 @@ def show_source(obj):
 
     from IPython.display import Markdown
     return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")
+
+
+def animation_gif(frames: torch.Tensor, nrow: int = 8, ms_per_frame: int = 120, scale: int = 3) -> bytes:
+    """An animated GIF (bytes) of a trajectory of image batches (K, N, C, H, W) in [-1, 1];
+    show it with ``IPython.display.Image(data=..., format="gif")``."""
+    from PIL import Image
+
+    pictures = []
+    for batch in frames:
+        img = (to_image(image_grid(batch, nrow)) * 255).round().astype(np.uint8)
+        pil = Image.fromarray(img)
+        pictures.append(pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST))
+    buf = io.BytesIO()
+    pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:], duration=ms_per_frame,
+                     loop=0)
+    return buf.getvalue()

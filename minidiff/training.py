@@ -177,3 +177,71 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
         save(max(start, steps))
     model.eval()
     return history
+
+
+# ---------------------------------------------------------------------------------------------
+# The image recipe shared by the CLI and lessons 06–07: a DDPM on Fashion-MNIST at each scale.
+
+FASHION_RECIPES = {
+    "tiny": {"unet": dict(base_channels=16, channel_mults=(1, 2), attention_levels=(1,)),
+             "batch_size": 32, "lr": 2e-3, "steps": 150, "ema_decay": 0.99, "subset": 2000},
+    "small": {"unet": dict(base_channels=32, channel_mults=(1, 2, 2), attention_levels=(2,)),
+              "batch_size": 64, "lr": 1e-3, "steps": 3000, "ema_decay": 0.999, "subset": None},
+    "full": {"unet": dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2,
+                          attention_levels=(1, 2), dropout=0.1),
+             "batch_size": 128, "lr": 2e-4, "steps": 40000, "ema_decay": 0.9999, "subset": None},
+}
+
+
+def train_fashion_mnist(scale: str | None = None, steps: int | None = None, checkpoint=None, seed: int = 0,
+                        device=None, progress: bool = True, checkpoint_every: int = 500):
+    """Train (or resume) the Fashion-MNIST DDPM of ``scale``; returns ``(model, ema, schedule, history)``.
+
+    The schedule is DDPM's linear one (T = 1000); the model predicts eps; the config stored in
+    the checkpoint is enough to rebuild the model (``model_from_checkpoint``).
+    """
+    from . import data, loss, schedules
+    from .device import get_device, get_scale
+    from .unet import UNet
+
+    scale = get_scale(scale)
+    recipe = FASHION_RECIPES[scale]
+    steps = recipe["steps"] if steps is None else check_int("steps", steps, low=1)
+    device = torch.device(device) if device is not None else get_device()
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    images, _ = data.fashion_mnist("train")
+    if recipe["subset"]:
+        images = images[:recipe["subset"]]
+    s = schedules.linear(T=1000)
+    model = UNet(in_channels=1, **recipe["unet"]).to(device)
+    ema = EMA(model, recipe["ema_decay"])
+    config = {"dataset": "fashion-mnist", "scale": scale, "seed": seed, "T": 1000, "schedule": "linear",
+              "prediction": "eps", "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe["unet"].items()},
+              "batch_size": recipe["batch_size"], "lr": recipe["lr"]}
+
+    def next_batch(step):
+        return images[torch.randint(0, len(images), (recipe["batch_size"],), generator=g)]
+
+    def loss_fn(m, x0):
+        t = torch.randint(0, s.T, (len(x0),), generator=g).to(x0.device)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device)
+        return loss.diffusion_loss(m, s, x0, t, noise)
+
+    history = train(model, loss_fn, next_batch, steps, lr=recipe["lr"], ema=ema, generator=g,
+                    checkpoint=checkpoint, checkpoint_every=checkpoint_every if checkpoint else None,
+                    config=config, progress=progress, desc=f"DDPM on Fashion-MNIST ({scale})")
+    return model, ema, s, history
+
+
+def model_from_checkpoint(path, use_ema: bool = True, device="cpu"):
+    """Rebuild the U-Net and schedule a ``train_fashion_mnist`` checkpoint describes."""
+    from . import schedules
+    from .unet import UNet
+
+    state = load_checkpoint(path, map_location=device)
+    cfg = state["config"]
+    model = UNet(in_channels=1, **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["unet"].items()})
+    weights = state["ema"]["model"] if use_ema and state.get("ema") else state["model"]
+    model.load_state_dict(weights)
+    return model.to(device).eval(), schedules.make(cfg["schedule"], T=cfg["T"]), cfg

@@ -1,0 +1,63 @@
+"""Sampling quality against speed: DDPM at 1000 steps versus DDIM and DPM-Solver++ at 10–100 steps.
+
+    python benchmarks/sampling_quality.py [--scale small] [--checkpoint PATH] [--samples N]
+
+Trains the Fashion-MNIST DDPM of the scale (or resumes/loads it from --checkpoint), trains the
+feature classifier, samples the same N starting noises with every sampler and step count, and
+writes benchmarks/results/sampling.json (rows of sampler, steps, fid, seconds_per_image,
+samples; plus real_floor, scale and the machine) and benchmarks/results/sampling.md, the table
+the README shows. The same measurement is lesson 07's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
+
+from minidiff import device, metrics, training  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", choices=device.SCALES, default=None)
+    p.add_argument("--checkpoint", default=None, help="resume/load the model from here (trained if missing)")
+    p.add_argument("--samples", type=int, default=None, help="images per run (default: by scale)")
+    p.add_argument("--ddpm-steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, nargs="*", default=[10, 20, 50, 100])
+    args = p.parse_args(argv)
+    scale = device.get_scale(args.scale)
+    dev = device.get_device()
+    n = args.samples or device.by_scale(64, 500, 5000, scale=scale)
+    model, ema, s, history = training.train_fashion_mnist(scale, checkpoint=args.checkpoint, device=dev)
+    evaluator = metrics.fashion_mnist_evaluator(device.by_scale(100, 1500, 3000, scale=scale), n_real=n)
+    runs = [("ddpm", args.ddpm_steps)] + [(name, k) for name in ("ddim", "dpm++2m") for k in args.steps]
+    rows = metrics.compare_samplers(ema.model, s, evaluator, runs, n=n, device=dev, progress=True)
+    keep = ("sampler", "steps", "fid", "seconds_per_image", "samples", "precision", "recall", "covered",
+            "max_share_ratio")
+    rows = [{k: (round(r[k], 5) if isinstance(r[k], float) else r[k]) for k in keep} for r in rows]
+    out = pathlib.Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    result = {"scale": scale, "training_steps": len(history), "classifier_accuracy": round(evaluator["accuracy"], 4),
+              "real_floor": round(evaluator["floor"], 4), "device": dev.type, "rows": rows, "machine": machine_info()}
+    (out / "sampling.json").write_text(json.dumps(result, indent=2) + "\n")
+    base = rows[0]
+    lines = [f"Scale `{scale}` ({len(history)} training steps), {n} samples per run, on "
+             f"{result['machine']['gpu'] or result['machine']['processor'] + ' CPU'} "
+             f"({dev.type}); feature classifier {evaluator['accuracy']:.1%} test accuracy; "
+             f"real-vs-real FID floor {evaluator['floor']:.2f}.", "",
+             "| sampler | steps | FID | FID / DDPM | s per image | precision | recall |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['sampler']} | {r['steps']} | {r['fid']:.2f} | {r['fid'] / base['fid']:.2f} | "
+                     f"{r['seconds_per_image']:.4f} | {r['precision']:.2f} | {r['recall']:.2f} |")
+    (out / "sampling.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
