@@ -32,7 +32,7 @@ def test_readme_first_command_in_a_fresh_clone_and_venv(tmp_path):
 
     if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
         pytest.skip("not a git checkout")
-    repo = tmp_path / "minidiff"
+    repo = tmp_path / "repo"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
@@ -53,5 +53,5 @@ def test_readme_first_command_in_a_fresh_clone_and_venv(tmp_path):
     assert picture.stat().st_size > 20_000                   # a real figure, not an empty canvas
     # the package it ran is the clone's, installed in the new environment
     where = subprocess.run([str(bindir / "python"), "-c", "import minidiff; print(minidiff.__file__)"],
-                           env=env, capture_output=True, text=True, cwd=tmp_path)
+                           env=env, capture_output=True, text=True, cwd=tmp_path / "home")
     assert str(repo) in where.stdout
