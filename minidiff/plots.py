@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure

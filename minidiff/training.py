@@ -224,9 +224,7 @@ def train_fashion_mnist(scale: str | None = None, steps: int | None = None, chec
         return images[torch.randint(0, len(images), (recipe["batch_size"],), generator=g)]
 
     def loss_fn(m, x0):
-        t = torch.randint(0, s.T, (len(x0),), generator=g).to(x0.device)
-        noise = torch.randn(x0.shape, generator=g).to(x0.device)
-        return loss.diffusion_loss(m, s, x0, t, noise)
+        return loss.diffusion_loss(m, s, x0, generator=g)     # draws t and noise on g, moves them to x0
 
     history = train(model, loss_fn, next_batch, steps, lr=recipe["lr"], ema=ema, generator=g,
                     checkpoint=checkpoint, checkpoint_every=checkpoint_every if checkpoint else None,

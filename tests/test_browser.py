@@ -113,7 +113,6 @@ def test_lesson_02_sliders_in_jupyterlab(tmp_path_factory):
                          120, "the notebook and its kernel")
                 page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
                 wait_for(page, ALL_EXECUTED, 300, "every cell to run and the kernel to be idle")
-                sliders = page.locator(".jp-OutputArea .widget-slider .noUi-handle")
                 wait_for(page, "() => document.querySelectorAll('.jp-OutputArea .widget-slider .noUi-handle').length >= 4",
                          60, "the four sliders to render")
                 # no error output anywhere in the lesson

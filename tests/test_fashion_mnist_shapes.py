@@ -1,6 +1,5 @@
 import functools
 import http.server
-import pathlib
 import shutil
 import socket
 import threading

@@ -12,7 +12,6 @@ import os
 import pathlib
 import re
 import subprocess
-import sys
 import venv
 
 import pytest

@@ -184,7 +184,6 @@ def test_zero_terminal_snr_sampling_stays_finite():
     eps_model = analytic.MixtureDenoiser(s, mix)
 
     def v_model(x, t):       # v = sqrt(abar) eps - sqrt(1 - abar) x0, from the analytic eps
-        from minidiff.loss import eps_from_v  # noqa: F401
         ab = s.alpha_bars[t][:, None].float()
         eps = eps_model(x, t)
         score = -eps / (1 - ab).sqrt()

@@ -1,5 +1,4 @@
 import matplotlib
-import pytest
 import torch
 
 from minidiff import plots, schedules, widgets
