@@ -185,7 +185,7 @@ def evaluate_samples(evaluator: dict, samples: torch.Tensor) -> dict:
             "shares": coverage["shares"]}
 
 
-def compare_samplers(model, s, evaluator: dict, runs, n: int, batch_size: int = 250, seed: int = 0,
+def compare_samplers(model, s, evaluator: dict, runs, n: int, batch_size: int = 100, seed: int = 0,
                      device=None, progress: bool = True) -> list[dict]:
     """Sample ``n`` images with each (sampler, steps) in ``runs`` from the same starting noise and
     measure FID and wall-clock seconds per image. Returns one row per run."""
