@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     evaluator = metrics.fashion_mnist_evaluator(device.by_scale(100, 1500, 3000, scale=scale), n_real=n)
     runs = [("ddpm", args.ddpm_steps)] + [(name, k) for name in ("ddim", "dpm++2m") for k in args.steps]
     rows = metrics.compare_samplers(ema.model, s, evaluator, runs, n=n, device=dev, progress=True,
-                                   batch_size=100 if dev.type == "cpu" else 1000)
+                                   batch_size=device.sampling_batch_size(dev))
     keep = ("sampler", "steps", "fid", "seconds_per_image", "samples", "precision", "recall", "covered",
             "max_share_ratio")
     rows = [{k: (round(r[k], 5) if isinstance(r[k], float) else r[k]) for k in keep} for r in rows]

@@ -16,7 +16,7 @@ import torch
 
 from ._checks import check_choice, check_int
 
-__all__ = ["SCALES", "get_device", "get_scale", "by_scale", "seed_everything", "describe"]
+__all__ = ["SCALES", "get_device", "get_scale", "by_scale", "sampling_batch_size", "seed_everything", "describe"]
 
 SCALES = ("tiny", "small", "full")
 
@@ -47,6 +47,15 @@ def get_scale(scale: str | None = None) -> str:
 def by_scale(tiny, small, full, scale: str | None = None):
     """Pick the value for the current scale: ``steps = by_scale(200, 3000, 20000)``."""
     return {"tiny": tiny, "small": small, "full": full}[get_scale(scale)]
+
+
+def sampling_batch_size(device) -> int:
+    """Images per network call when sampling 28×28 images: 100 on a CPU, 1000 on an accelerator.
+
+    On two CPU cores the small U-Net's forward pass ran at 255 images/s in batches of 100 and
+    213 in batches of 200 (cache-bound); a GPU wants large batches.
+    """
+    return 100 if torch.device(device).type == "cpu" else 1000
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:

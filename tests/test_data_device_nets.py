@@ -106,3 +106,9 @@ def test_training_stops_on_nan():
     with pytest.raises(FloatingPointError, match="lower lr"):
         training.train(model, lambda m, b: m(b, torch.zeros(2, dtype=torch.long)).sum() * float("nan"),
                        lambda step: torch.zeros(2, 2), steps=3, progress=False)
+
+
+def test_sampling_batch_size_by_device():
+    assert device.sampling_batch_size("cpu") == 100
+    assert device.sampling_batch_size(torch.device("cuda")) == 1000
+    assert device.sampling_batch_size("meta") == 1000
