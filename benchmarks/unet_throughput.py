@@ -1,12 +1,22 @@
 """Training throughput of the minidiff U-Net against diffusers' UNet2DModel of about the same size.
 
-    python benchmarks/unet_throughput.py [--device cpu|cuda] [--threads 2] [--repeats 20]
+    python benchmarks/unet_throughput.py [--device cpu|cuda] [--threads 2] [--repeats 15] [--rounds 3]
 
 One training step = forward, noise-prediction MSE, backward, AdamW step, on a batch of 64
-one-channel 28x28 images with random timesteps. Warm-up steps are excluded; the figure is the
-median over repeated steps. Both models run side by side in one process. The last line printed
-is JSON with minidiff_img_s, diffusers_img_s, ratio, minidiff_params, diffusers_params; the
-same JSON (plus the machine) goes to benchmarks/results/unet_throughput_<device>.json.
+one-channel 28x28 images with random timesteps. Warm-up steps are excluded; a round times each
+model's median step; the models take turns for --rounds rounds (so that a noisy neighbour on a
+shared machine slows both alike) and the figure is the median over rounds.
+
+Three models, all in one process:
+- minidiff's U-Net in the ``small`` recipe's layout (16, 32, 64, 64 channels: most parameters at
+  7x7 and 4x4);
+- diffusers' UNet2DModel in the common (32, 64, 64) layout, within 20% of its parameter count;
+- minidiff's U-Net in that same (32, 64, 64) layout, with exactly diffusers' parameter count.
+The first pair is the headline (``ratio``: what the layout choice buys at equal size); the
+second pair (``same_layout_ratio``) compares the implementations alone. The last line printed is
+JSON with minidiff_img_s, diffusers_img_s, ratio, minidiff_params, diffusers_params and
+same_layout_img_s, same_layout_ratio; the same JSON (plus the machine) goes to
+benchmarks/results/unet_throughput_<device>.json.
 """
 from __future__ import annotations
 
@@ -22,10 +32,17 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
 
+from minidiff.training import FASHION_RECIPES  # noqa: E402
 from minidiff.unet import UNet  # noqa: E402
 
 
 def minidiff_unet():
+    """The U-Net of the ``small`` Fashion-MNIST recipe (lessons 06-07)."""
+    return UNet(in_channels=1, **FASHION_RECIPES["small"]["unet"])
+
+
+def minidiff_unet_same_layout():
+    """minidiff's U-Net laid out exactly like ``diffusers_unet`` (same parameter count)."""
     return UNet(in_channels=1, base_channels=32, channel_mults=(1, 2, 2), attention_levels=(2,))
 
 
@@ -70,32 +87,35 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     bf16 = device.type == "cuda"
     torch.manual_seed(0)
-    ours, theirs = minidiff_unet().to(device), diffusers_unet().to(device)
-    n_ours = sum(q.numel() for q in ours.parameters())
-    n_theirs = sum(q.numel() for q in theirs.parameters())
-    if not 0.8 <= n_ours / n_theirs <= 1.2:
-        print(f"warning: parameter counts differ by more than 20%: {n_ours} vs {n_theirs}", file=sys.stderr)
-    # interleave the two so that machine noise hits both alike
-    t_ours, t_theirs = [], []
-    for _ in range(2):
-        t_ours.append(step_times(ours, lambda m, x, t: m(x, t), device, args.batch, args.warmup, args.repeats, bf16))
-        t_theirs.append(step_times(theirs, lambda m, x, t: m(x, t).sample, device, args.batch, args.warmup,
-                                   args.repeats, bf16))
-    ours_img_s = args.batch / min(t_ours)
-    theirs_img_s = args.batch / min(t_theirs)
-    result = {"minidiff_img_s": round(ours_img_s, 1), "diffusers_img_s": round(theirs_img_s, 1),
-              "ratio": round(ours_img_s / theirs_img_s, 3), "minidiff_params": n_ours, "diffusers_params": n_theirs}
+    models = {"minidiff": (minidiff_unet(), lambda m, x, t: m(x, t)),
+              "diffusers": (diffusers_unet(), lambda m, x, t: m(x, t).sample),
+              "same_layout": (minidiff_unet_same_layout(), lambda m, x, t: m(x, t))}
+    params = {name: sum(q.numel() for q in m.parameters()) for name, (m, _) in models.items()}
+    if not 0.8 <= params["minidiff"] / params["diffusers"] <= 1.2:
+        print(f"warning: parameter counts differ by more than 20%: {params}", file=sys.stderr)
+    times = {name: [] for name in models}
+    for _ in range(args.rounds):          # take turns, so that machine noise hits every model alike
+        for name, (model, call) in models.items():
+            model.to(device)
+            times[name].append(step_times(model, call, device, args.batch, args.warmup, args.repeats, bf16))
+    img_s = {name: args.batch / statistics.median(ts) for name, ts in times.items()}
+    result = {"minidiff_img_s": round(img_s["minidiff"], 1), "diffusers_img_s": round(img_s["diffusers"], 1),
+              "ratio": round(img_s["minidiff"] / img_s["diffusers"], 3), "minidiff_params": params["minidiff"],
+              "diffusers_params": params["diffusers"], "same_layout_img_s": round(img_s["same_layout"], 1),
+              "same_layout_ratio": round(img_s["same_layout"] / img_s["diffusers"], 3)}
     out = pathlib.Path(__file__).resolve().parent / "results" / f"unet_throughput_{args.device}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({**result, "device": args.device, "threads": args.threads, "batch": args.batch,
-                               "bf16": bf16, "machine": machine_info()}, indent=2) + "\n")
-    print(f"minidiff U-Net : {ours_img_s:8.1f} images/s ({n_ours:,} parameters)")
-    print(f"diffusers U-Net: {theirs_img_s:8.1f} images/s ({n_theirs:,} parameters)")
+                               "rounds": args.rounds, "bf16": bf16, "machine": machine_info()}, indent=2) + "\n")
+    print(f"minidiff U-Net, small layout   : {img_s['minidiff']:7.1f} images/s ({params['minidiff']:,} parameters)")
+    print(f"diffusers U-Net, (32, 64, 64)  : {img_s['diffusers']:7.1f} images/s ({params['diffusers']:,} parameters)")
+    print(f"minidiff U-Net, (32, 64, 64)   : {img_s['same_layout']:7.1f} images/s ({params['same_layout']:,} parameters)")
     print(json.dumps(result))
     return 0
 

@@ -24,6 +24,17 @@ def test_output_shape_and_trace():
     assert min(s[-1] for _, s in trace) == 7
 
 
+
+def test_four_levels_round_trip_through_an_odd_size():
+    # the small recipe's layout: 28 -> 14 -> 7 -> 4 on the way down, 4 -> 7 -> 14 -> 28 back up
+    u = small(channel_mults=(1, 2, 4, 4), attention_levels=(2, 3))
+    x, trace = torch.randn(2, 1, 28, 28), []
+    assert u(x, torch.tensor([3, 900]), trace=trace).shape == x.shape
+    shapes = dict(trace)
+    assert shapes["middle ResBlock+Attention+ResBlock"] == (2, 64, 4, 4)
+    sizes = [s[-1] for _, s in trace]
+    assert sizes[sizes.index(4):].count(7) >= 1 and sizes[-1] == 28
+
 def test_zero_initialised_output_and_blocks_start_as_identity():
     u = small()
     out = u(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]))
