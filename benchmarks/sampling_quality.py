@@ -1,4 +1,6 @@
-"""Sampling quality against speed: DDPM at 1000 steps versus DDIM and DPM-Solver++ at 10–100 steps.
+"""Sampling quality against speed: DDPM at 1000 steps versus DDIM and DPM-Solver++ at 10–100 steps,
+each both deterministic (an ODE solver: DDIM eta=0, DPM-Solver++(2M)) and stochastic (DDIM eta=1,
+SDE-DPM-Solver++(2M)).
 
     python benchmarks/sampling_quality.py [--scale small] [--checkpoint PATH] [--samples N]
 
@@ -34,10 +36,11 @@ def main(argv=None) -> int:
     n = args.samples or device.by_scale(64, 500, 5000, scale=scale)
     model, ema, s, history = training.train_fashion_mnist(scale, checkpoint=args.checkpoint, device=dev)
     evaluator = metrics.fashion_mnist_evaluator(device.by_scale(100, 1500, 3000, scale=scale), n_real=n)
-    runs = [("ddpm", args.ddpm_steps)] + [(name, k) for name in ("ddim", "dpm++2m") for k in args.steps]
+    runs = ([("ddpm", args.ddpm_steps)] + [(name, k) for name in ("ddim", "dpm++2m") for k in args.steps]
+            + [("ddim", k, 1.0) for k in args.steps] + [("sde-dpm++2m", k) for k in args.steps])
     rows = metrics.compare_samplers(ema.model, s, evaluator, runs, n=n, device=dev, progress=True,
                                    batch_size=device.sampling_batch_size(dev))
-    keep = ("sampler", "steps", "fid", "seconds_per_image", "samples", "precision", "recall", "covered",
+    keep = ("name", "sampler", "steps", "eta", "fid", "seconds_per_image", "samples", "precision", "recall", "covered",
             "max_share_ratio")
     rows = [{k: (round(r[k], 5) if isinstance(r[k], float) else r[k]) for k in keep} for r in rows]
     out = pathlib.Path(__file__).resolve().parent / "results"
@@ -50,10 +53,12 @@ def main(argv=None) -> int:
              f"{result['machine']['gpu'] or result['machine']['processor'] + ' CPU'} "
              f"({dev.type}); feature classifier {evaluator['accuracy']:.1%} test accuracy; "
              f"real-vs-real FID floor {evaluator['floor']:.2f}.", "",
-             "| sampler | steps | FID | FID / DDPM | s per image | precision | recall |",
-             "|---|---|---|---|---|---|---|"]
+             "| sampler | steps | noise per step | FID | FID / DDPM | s per image | precision | recall |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r['steps']} | {r['fid']:.2f} | {r['fid'] / base['fid']:.2f} | "
+        label = r["sampler"] + (f" (eta={r['eta']:g})" if r["sampler"] == "ddim" else "")
+        stochastic = "yes" if r["sampler"] in ("ddpm", "sde-dpm++2m") or r["eta"] > 0 else "no"
+        lines.append(f"| {label} | {r['steps']} | {stochastic} | {r['fid']:.2f} | {r['fid'] / base['fid']:.2f} | "
                      f"{r['seconds_per_image']:.4f} | {r['precision']:.2f} | {r['recall']:.2f} |")
     (out / "sampling.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -115,7 +115,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("sample", help="draw a grid of images from a checkpoint",
                        description="Load a checkpoint written by 'train' and sample a grid of images.")
     p.add_argument("--checkpoint", required=True, help="checkpoint written by 'train'")
-    p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpm++2m"], help="sampler (default: %(default)s)")
+    p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpm++2m", "sde-dpm++2m"],
+                   help="sampler (default: %(default)s)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default: %(default)s)")
     p.add_argument("--n", type=int, default=64, help="number of images (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")

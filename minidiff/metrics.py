@@ -187,15 +187,17 @@ def evaluate_samples(evaluator: dict, samples: torch.Tensor) -> dict:
 
 def compare_samplers(model, s, evaluator: dict, runs, n: int, batch_size: int = 100, seed: int = 0,
                      device=None, progress: bool = True) -> list[dict]:
-    """Sample ``n`` images with each (sampler, steps) in ``runs`` from the same starting noise and
-    measure FID and wall-clock seconds per image. Returns one row per run."""
+    """Sample ``n`` images with each (sampler, steps) or (sampler, steps, eta) in ``runs`` from the
+    same starting noise and measure FID and wall-clock seconds per image. Returns one row per run;
+    its "name" reads like "ddim 50" or "ddim 50, eta=1"."""
     import time
 
     from .reverse import sample
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     rows = []
-    for sampler, steps in runs:
+    for sampler, steps, *eta in runs:
+        eta = eta[0] if eta else 0.0
         g = torch.Generator().manual_seed(seed)           # the same x_T for every sampler
         out, seconds = [], 0.0
         for i in range(0, n, batch_size):
@@ -204,13 +206,14 @@ def compare_samplers(model, s, evaluator: dict, runs, n: int, batch_size: int = 
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            x = sample(model, s, (m, 1, 28, 28), sampler=sampler, steps=steps, x_T=x_T, generator=g,
+            x = sample(model, s, (m, 1, 28, 28), sampler=sampler, steps=steps, eta=eta, x_T=x_T, generator=g,
                        clip_x0=1.0, progress=progress)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds += time.perf_counter() - start
             out.append(x.cpu())
-        row = {"sampler": sampler, "steps": steps, "seconds_per_image": seconds / n}
+        row = {"name": f"{sampler} {steps}" + (f", eta={eta:g}" if eta else ""), "sampler": sampler,
+               "steps": steps, "eta": eta, "seconds_per_image": seconds / n}
         row.update({k: v for k, v in evaluate_samples(evaluator, torch.cat(out)).items() if k != "shares"})
         rows.append(row)
     return rows

@@ -121,7 +121,7 @@ def sample(model, s: NoiseSchedule, shape, sampler: str = "ddpm", steps: int | N
     :param s: the schedule the model was trained with.
     :param shape: output shape (N, ...).
     :param sampler: "ddpm" (ancestral), "ddim" (``samplers.ddim_step``, with ``eta``) or
-        "dpm++2m" (``samplers.DPMSolverPP2M``).
+        "dpm++2m" (``samplers.DPMSolverPP2M``) or "sde-dpm++2m" (its stochastic form).
     :param steps: how many steps to take (default T); they are chosen by ``spacing``.
     :param x_T: the starting noise (fixes the start; must have ``shape``).
     :param prediction: what the model predicts: "eps", "x0" or "v".

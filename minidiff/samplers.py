@@ -23,6 +23,17 @@ sigma_t = sqrt(1 - abar_t), with h = lambda_{t-1} - lambda_t:
 The first-order step is DDIM(eta=0); the second order reuses the previous step's x0_hat as a
 finite-difference derivative, so it costs one model call per step like the others.
 
+SDE-DPM-Solver++(2M) ("sde-dpm++2m") applies the same expansion to the reverse SDE instead of the
+ODE (Lu et al. 2022, DPM-Solver++, its SDE variant; diffusers' ``sde-dpmsolver++``). Holding
+x0_hat (or D) fixed over the step, the linear part integrates exactly and fresh noise enters:
+
+    x_{t-1} = (sigma_{t-1} / sigma_t) e^{-h} x_t + alpha_{t-1} (1 - e^{-2h}) D
+              + sigma_{t-1} sqrt(1 - e^{-2h}) z,        z ~ N(0, I),
+
+with D as above. Its first-order step (D = x0_hat) is exactly DDPM's posterior step: since
+1 - e^{-2h} = (alpha_{t-1}^2 - alpha_t^2) / (alpha_{t-1}^2 sigma_t^2), its mean and variance are
+those of q(x_{t-1} | x_t, x0_hat) (DDPM eq. 7), i.e. DDIM(eta=1). The second order only sharpens D.
+
 A sampler is made by ``make_step(name, s, ...)`` and returns ``step(i, x, x0_hat, eps_hat)``:
 the one interface ``reverse.sample``'s loop calls.
 """
@@ -59,10 +70,15 @@ def ddim_step(s: NoiseSchedule, i: int, x: torch.Tensor, x0_hat: torch.Tensor, e
 
 
 class DPMSolverPP2M:
-    """DPM-Solver++(2M) on schedule ``s``; call it with the steps in order i = T-1, ..., 0."""
+    """DPM-Solver++(2M) on schedule ``s``; call it with the steps in order i = T-1, ..., 0.
 
-    def __init__(self, s: NoiseSchedule):
+    ``stochastic=True`` makes it SDE-DPM-Solver++(2M), drawing its noise on ``generator``.
+    """
+
+    def __init__(self, s: NoiseSchedule, stochastic: bool = False, generator=None):
         self.s = s
+        self.stochastic = stochastic
+        self.generator = generator
         self.prev_x0 = None       # x0_hat of the previous step
         self.prev_h = None        # the previous step's h
 
@@ -82,12 +98,15 @@ class DPMSolverPP2M:
         if self.prev_x0 is not None and not last and finite and self.prev_h is not None:
             r = self.prev_h / h
             D = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * self.prev_x0
-        x_prev = (sigma_t / sigma_s) * x - alpha_t * (exp_neg_h - 1.0) * D
         self.prev_x0, self.prev_h = x0_hat, h
-        return x_prev
+        if not self.stochastic:
+            return (sigma_t / sigma_s) * x - alpha_t * (exp_neg_h - 1.0) * D
+        z = randn_like(x, self.generator)
+        return ((sigma_t / sigma_s) * exp_neg_h * x + alpha_t * (1.0 - exp_neg_h ** 2) * D
+                + sigma_t * math.sqrt(1.0 - exp_neg_h ** 2) * z)
 
 
-SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+SAMPLERS = ("ddpm", "ddim", "dpm++2m", "sde-dpm++2m")
 
 
 def make_step(name: str, s: NoiseSchedule, *, eta: float = 0.0, generator=None, variance: str = "small"):
@@ -96,6 +115,6 @@ def make_step(name: str, s: NoiseSchedule, *, eta: float = 0.0, generator=None, 
     if name == "ddpm":
         return lambda i, x, x0_hat, eps_hat: ddpm_step(s, i, x, x0_hat, eps_hat,
                                                        generator=generator, variance=variance)
-    if name == "dpm++2m":
-        return DPMSolverPP2M(s)
+    if name in ("dpm++2m", "sde-dpm++2m"):
+        return DPMSolverPP2M(s, stochastic=name == "sde-dpm++2m", generator=generator)
     return lambda i, x, x0_hat, eps_hat: ddim_step(s, i, x, x0_hat, eps_hat, eta=eta, generator=generator)

@@ -69,8 +69,9 @@ def test_compare_samplers_measures_every_run(g):
     clf = metrics.FashionClassifier()
     real = metrics.features(clf, target.expand(20, 1, 28, 28) + 0.01 * torch.randn(20, 1, 28, 28, generator=g))
     evaluator = {"classifier": clf, "real": real, "floor": 0.0, "n_real": 20}
-    rows = metrics.compare_samplers(Oracle(), s, evaluator, [("ddpm", 10), ("ddim", 5), ("dpm++2m", 5)], n=20,
-                                    batch_size=8, progress=False)
-    assert [(r["sampler"], r["steps"]) for r in rows] == [("ddpm", 10), ("ddim", 5), ("dpm++2m", 5)]
+    runs = [("ddpm", 10), ("ddim", 5), ("dpm++2m", 5), ("ddim", 5, 1.0), ("sde-dpm++2m", 5)]
+    rows = metrics.compare_samplers(Oracle(), s, evaluator, runs, n=20, batch_size=8, progress=False)
+    assert [(r["sampler"], r["steps"], r["eta"]) for r in rows] == [(*run, 0.0)[:3] for run in runs]
+    assert [r["name"] for r in rows][2:4] == ["dpm++2m 5", "ddim 5, eta=1"]
     for r in rows:
         assert r["samples"] == 20 and r["seconds_per_image"] > 0 and r["fid"] < 1.0

@@ -252,31 +252,44 @@ def test_predict_eps_used_after_clipping_is_consistent():
     assert np.isfinite(out["var"].numpy()).all()
 
 
+@pytest.mark.parametrize("sampler, algorithm", [("dpm++2m", "dpmsolver++"), ("sde-dpm++2m", "sde-dpmsolver++")])
 @pytest.mark.parametrize("steps", [10, 20, 50])
-def test_dpm_solver_pp_2m_matches_diffusers(steps):
+def test_dpm_solver_pp_2m_matches_diffusers(sampler, algorithm, steps):
     diffusers = pytest.importorskip("diffusers")
     s, model = mixture_model(T=1000)
     x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
-    ours = reverse.sample(model, s, (64, 2), "dpm++2m", steps=steps, x_T=x_T, spacing="trailing", progress=False)
+    ours = reverse.sample(model, s, (64, 2), sampler, steps=steps, x_T=x_T, spacing="trailing",
+                          generator=torch.Generator().manual_seed(5), progress=False)
     ref = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, trained_betas=s.betas.numpy(),
-                                                algorithm_type="dpmsolver++", solver_order=2,
+                                                algorithm_type=algorithm, solver_order=2,
                                                 timestep_spacing="trailing")
     ref.set_timesteps(steps)
-    x = x_T.clone()
+    x, gen = x_T.clone(), torch.Generator().manual_seed(5)
     for t in ref.timesteps:
-        x = ref.step(model(x, t.expand(64)), t, x).prev_sample
+        x = ref.step(model(x, t.expand(64)), t, x, generator=gen).prev_sample
     torch.testing.assert_close(ours, x, rtol=1e-3, atol=1e-3)
 
 
-def test_dpm_solver_first_order_step_is_ddim():
-    """With no history the DPM-Solver++ update is exactly DDIM(eta=0) (Lu et al. 2022, §3)."""
+def test_sde_dpm_solver_adds_noise():
+    s, model = mixture_model(T=1000)
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
+    ode, sde = (reverse.sample(model, s, (64, 2), name, steps=20, x_T=x_T, progress=False,
+                               generator=torch.Generator().manual_seed(5)) for name in ("dpm++2m", "sde-dpm++2m"))
+    assert (sde - ode).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("stochastic, eta", [(False, 0.0), (True, 1.0)])
+def test_dpm_solver_first_order_step_is_ddim(stochastic, eta):
+    """With no history DPM-Solver++ is exactly DDIM(eta=0) (Lu et al. 2022, §3), and its SDE form
+    is DDIM(eta=1): a draw from DDPM's posterior q(x_{t-1} | x_t, x0_hat) with the same noise."""
     s = schedules.linear(T=1000).respace(reverse.timesteps(1000, 20))
     x = torch.randn(4, 2, dtype=torch.float64)
     x0_hat = torch.randn(4, 2, dtype=torch.float64)
     i = 15
     eps_hat = predict_eps(s, x, torch.full((4,), i), x0_hat)
-    dpm = samplers.DPMSolverPP2M(s)(i, x, x0_hat, eps_hat)
-    torch.testing.assert_close(dpm, samplers.ddim_step(s, i, x, x0_hat, eps_hat))
+    dpm = samplers.DPMSolverPP2M(s, stochastic, generator=torch.Generator().manual_seed(1))(i, x, x0_hat, eps_hat)
+    ddim = samplers.ddim_step(s, i, x, x0_hat, eps_hat, eta=eta, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(dpm, ddim)
 
 
 def test_dpm_solver_recovers_the_mixture_in_20_steps():
