@@ -40,8 +40,8 @@ def main(argv=None) -> int:
             + [("ddim", k, 1.0) for k in args.steps] + [("sde-dpm++2m", k) for k in args.steps])
     rows = metrics.compare_samplers(ema.model, s, evaluator, runs, n=n, device=dev, progress=True,
                                    batch_size=device.sampling_batch_size(dev))
-    keep = ("name", "sampler", "steps", "eta", "fid", "seconds_per_image", "samples", "precision", "recall", "covered",
-            "max_share_ratio")
+    keep = ("name", "sampler", "steps", "eta", "fid", "seconds_per_image", "samples", "precision", "recall",
+            "covered", "max_share_ratio")
     rows = [{k: (round(r[k], 5) if isinstance(r[k], float) else r[k]) for k in keep} for r in rows]
     out = pathlib.Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)

@@ -113,9 +113,9 @@ def main(argv=None) -> int:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({**result, "device": args.device, "threads": args.threads, "batch": args.batch,
                                "rounds": args.rounds, "bf16": bf16, "machine": machine_info()}, indent=2) + "\n")
-    print(f"minidiff U-Net, small layout   : {img_s['minidiff']:7.1f} images/s ({params['minidiff']:,} parameters)")
-    print(f"diffusers U-Net, (32, 64, 64)  : {img_s['diffusers']:7.1f} images/s ({params['diffusers']:,} parameters)")
-    print(f"minidiff U-Net, (32, 64, 64)   : {img_s['same_layout']:7.1f} images/s ({params['same_layout']:,} parameters)")
+    for name, label in [("minidiff", "minidiff U-Net, small layout"), ("diffusers", "diffusers U-Net, (32, 64, 64)"),
+                        ("same_layout", "minidiff U-Net, (32, 64, 64)")]:
+        print(f"{label:<31}: {img_s[name]:7.1f} images/s ({params[name]:,} parameters)")
     print(json.dumps(result))
     return 0
 

@@ -120,7 +120,7 @@ def sample(model, s: NoiseSchedule, shape, sampler: str = "ddpm", steps: int | N
     :param model: any callable ``model(x_t, t, **cond)`` returning a prediction shaped like x_t.
     :param s: the schedule the model was trained with.
     :param shape: output shape (N, ...).
-    :param sampler: "ddpm" (ancestral), "ddim" (``samplers.ddim_step``, with ``eta``) or
+    :param sampler: "ddpm" (ancestral), "ddim" (``samplers.ddim_step``, with ``eta``),
         "dpm++2m" (``samplers.DPMSolverPP2M``) or "sde-dpm++2m" (its stochastic form).
     :param steps: how many steps to take (default T); they are chosen by ``spacing``.
     :param x_T: the starting noise (fixes the start; must have ``shape``).
