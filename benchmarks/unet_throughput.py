@@ -93,16 +93,15 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     bf16 = device.type == "cuda"
     torch.manual_seed(0)
-    models = {"minidiff": (minidiff_unet(), lambda m, x, t: m(x, t)),
-              "diffusers": (diffusers_unet(), lambda m, x, t: m(x, t).sample),
-              "same_layout": (minidiff_unet_same_layout(), lambda m, x, t: m(x, t))}
+    models = {"minidiff": (minidiff_unet().to(device), lambda m, x, t: m(x, t)),
+              "diffusers": (diffusers_unet().to(device), lambda m, x, t: m(x, t).sample),
+              "same_layout": (minidiff_unet_same_layout().to(device), lambda m, x, t: m(x, t))}
     params = {name: sum(q.numel() for q in m.parameters()) for name, (m, _) in models.items()}
     if not 0.8 <= params["minidiff"] / params["diffusers"] <= 1.2:
         print(f"warning: parameter counts differ by more than 20%: {params}", file=sys.stderr)
     times = {name: [] for name in models}
     for _ in range(args.rounds):          # take turns, so that machine noise hits every model alike
         for name, (model, call) in models.items():
-            model.to(device)
             times[name].append(step_times(model, call, device, args.batch, args.warmup, args.repeats, bf16))
     img_s = {name: args.batch / statistics.median(ts) for name, ts in times.items()}
     result = {"minidiff_img_s": round(img_s["minidiff"], 1), "diffusers_img_s": round(img_s["diffusers"], 1),

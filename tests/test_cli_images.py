@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from minidiff import data, metrics, schedules, training
+from minidiff import data, metrics, samplers, schedules, training
 
 needs_data = pytest.mark.skipif(
     not (data.SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").exists(),
@@ -47,6 +47,9 @@ def test_cli_help_and_errors(tmp_path):
     assert r.returncode == 2 and "no checkpoint" in r.stderr
     r = run("sample", "--checkpoint", "x.pt", "--sampler", "euler", cwd=tmp_path)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+    # the CLI spells the samplers out (so that --help needs no torch); it must offer exactly the package's
+    choices = r.stderr.split("choose from")[1]
+    assert sorted(c.strip(" '\n)") for c in choices.split(",")) == sorted(samplers.SAMPLERS)
     r = run("train", "--checkpoint", "x.pt", "--steps", "0", cwd=tmp_path)
     assert r.returncode == 2 and "--steps must be >= 1" in r.stderr
 
