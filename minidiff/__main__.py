@@ -79,7 +79,8 @@ def sample_grid(args) -> int:
     model, s, cfg = model_from_checkpoint(args.checkpoint, use_ema=not args.raw, device=dev)
     g = torch.Generator().manual_seed(args.seed)
     x = reverse.sample(model, s, (args.n, 1, 28, 28), sampler=args.sampler, steps=args.steps, generator=g,
-                       clip_x0=1.0, device=dev, progress=not args.no_progress)
+                       prediction=cfg.get("prediction", "eps"), clip_x0=1.0, device=dev,
+                       progress=not args.no_progress)
     fig = plots.show_images(x.cpu(), nrow=8, title=f"{args.sampler}, {args.steps} steps ({cfg['scale']} model)")
     folder = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(folder, exist_ok=True)
@@ -111,6 +112,9 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", required=True, help="checkpoint file: resumed if it exists, written atomically")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: %(default)s)")
+    p.add_argument("--prediction", choices=["eps", "x0", "v"], default=None,
+                   help="what the U-Net learns to predict: the noise eps, the image x0 or v (default: the scale's, "
+                        "eps); 'sample' reads it from the checkpoint")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p = sub.add_parser("sample", help="draw a grid of images from a checkpoint",
                        description="Load a checkpoint written by 'train' and sample a grid of images.")
@@ -128,8 +132,13 @@ def main(argv=None) -> int:
         parser.error("--steps must be >= 1")
     if args.command == "train":
         from .training import train_fashion_mnist
-        _, _, _, history = train_fashion_mnist(args.scale, args.steps, args.checkpoint, args.seed,
-                                               progress=not args.no_progress, checkpoint_every=args.checkpoint_every)
+        try:
+            _, _, _, history = train_fashion_mnist(args.scale, args.steps, args.checkpoint, args.seed,
+                                                   progress=not args.no_progress,
+                                                   checkpoint_every=args.checkpoint_every, prediction=args.prediction)
+        except ValueError as e:          # e.g. resuming a checkpoint with other settings
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(f"trained to step {len(history)}; checkpoint {args.checkpoint}; last loss {history[-1]:.4f}")
         return 0
     if args.command == "sample":

@@ -186,10 +186,11 @@ def evaluate_samples(evaluator: dict, samples: torch.Tensor) -> dict:
 
 
 def compare_samplers(model, s, evaluator: dict, runs, n: int, batch_size: int = 100, seed: int = 0,
-                     device=None, progress: bool = True) -> list[dict]:
+                     prediction: str = "eps", device=None, progress: bool = True) -> list[dict]:
     """Sample ``n`` images with each (sampler, steps) or (sampler, steps, eta) in ``runs`` from the
-    same starting noise and measure FID and wall-clock seconds per image. Returns one row per run;
-    its "name" reads like "ddim 50" or "ddim 50, eta=1"."""
+    same starting noise and measure FID and wall-clock seconds per image. ``prediction`` is what
+    the model outputs ("eps", "x0" or "v"). Returns one row per run; its "name" reads like
+    "ddim 50" or "ddim 50, eta=1"."""
     import time
 
     from .reverse import sample
@@ -207,7 +208,7 @@ def compare_samplers(model, s, evaluator: dict, runs, n: int, batch_size: int = 
                 torch.cuda.synchronize()
             start = time.perf_counter()
             x = sample(model, s, (m, 1, 28, 28), sampler=sampler, steps=steps, eta=eta, x_T=x_T, generator=g,
-                       clip_x0=1.0, progress=progress)
+                       prediction=prediction, clip_x0=1.0, progress=progress)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds += time.perf_counter() - start

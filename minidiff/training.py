@@ -24,7 +24,7 @@ import tempfile
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import check_float, check_int
+from ._checks import check_choice, check_float, check_int
 
 __all__ = ["EMA", "train", "save_checkpoint", "load_checkpoint"]
 
@@ -131,6 +131,12 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
     start = 0
     if checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint, map_location=device)
+        saved = state.get("config") or {}
+        clash = {k: (saved[k], v) for k, v in (config or {}).items() if k in saved and saved[k] != v}
+        if clash:
+            raise ValueError(f"checkpoint {checkpoint} was written by a run with another config ("
+                             + ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in clash.items())
+                             + "); resume it with its own settings or pass a new checkpoint path")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema") is not None:
@@ -184,23 +190,26 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
 
 FASHION_RECIPES = {
     "tiny": {"unet": dict(base_channels=16, channel_mults=(1, 2), attention_levels=(1,)),
-             "batch_size": 32, "lr": 2e-3, "steps": 150, "ema_decay": 0.99, "subset": 2000},
+             "batch_size": 32, "lr": 2e-3, "steps": 150, "ema_decay": 0.99, "subset": 2000, "prediction": "eps"},
     # small: 16 channels at 28x28 and most parameters at 7x7 and 4x4, where a convolution costs
     # 16-49x less per parameter; 1.6x faster to train than (32, 64, 64) at the same size.
     "small": {"unet": dict(base_channels=16, channel_mults=(1, 2, 4, 4), attention_levels=(2, 3)),
-              "batch_size": 64, "lr": 1e-3, "steps": 3000, "ema_decay": 0.999, "subset": None},
+              "batch_size": 64, "lr": 1e-3, "steps": 3000, "ema_decay": 0.999, "subset": None, "prediction": "eps"},
     "full": {"unet": dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2,
                           attention_levels=(1, 2), dropout=0.1),
-             "batch_size": 128, "lr": 2e-4, "steps": 40000, "ema_decay": 0.9999, "subset": None},
+             "batch_size": 128, "lr": 2e-4, "steps": 40000, "ema_decay": 0.9999, "subset": None, "prediction": "eps"},
 }
 
 
 def train_fashion_mnist(scale: str | None = None, steps: int | None = None, checkpoint=None, seed: int = 0,
-                        device=None, progress: bool = True, checkpoint_every: int = 500):
+                        device=None, progress: bool = True, checkpoint_every: int = 500,
+                        prediction: str | None = None):
     """Train (or resume) the Fashion-MNIST DDPM of ``scale``; returns ``(model, ema, schedule, history)``.
 
-    The schedule is DDPM's linear one (T = 1000); the model predicts eps; the config stored in
-    the checkpoint is enough to rebuild the model (``model_from_checkpoint``).
+    The schedule is DDPM's linear one (T = 1000). The model predicts ``prediction``: "eps", "x0"
+    or "v" (default: the recipe's, "eps"; lesson 07 measures what "v" changes). Sample with the
+    same ``prediction``. The config stored in the checkpoint is enough to rebuild the model
+    (``model_from_checkpoint``) and names the prediction; resuming with another config is refused.
     """
     from . import data, loss, schedules
     from .device import get_device, get_scale
@@ -209,6 +218,8 @@ def train_fashion_mnist(scale: str | None = None, steps: int | None = None, chec
     scale = get_scale(scale)
     recipe = FASHION_RECIPES[scale]
     steps = recipe["steps"] if steps is None else check_int("steps", steps, low=1)
+    prediction = check_choice("prediction", recipe["prediction"] if prediction is None else prediction,
+                              loss.PREDICTIONS)
     device = torch.device(device) if device is not None else get_device()
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -219,14 +230,15 @@ def train_fashion_mnist(scale: str | None = None, steps: int | None = None, chec
     model = UNet(in_channels=1, **recipe["unet"]).to(device)
     ema = EMA(model, recipe["ema_decay"])
     config = {"dataset": "fashion-mnist", "scale": scale, "seed": seed, "T": 1000, "schedule": "linear",
-              "prediction": "eps", "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe["unet"].items()},
+              "prediction": prediction,
+              "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe["unet"].items()},
               "batch_size": recipe["batch_size"], "lr": recipe["lr"]}
 
     def next_batch(step):
         return images[torch.randint(0, len(images), (recipe["batch_size"],), generator=g)]
 
     def loss_fn(m, x0):
-        return loss.diffusion_loss(m, s, x0, generator=g)     # draws t and noise on g, moves them to x0
+        return loss.diffusion_loss(m, s, x0, prediction=prediction, generator=g)   # t and noise drawn on g
 
     history = train(model, loss_fn, next_batch, steps, lr=recipe["lr"], ema=ema, generator=g,
                     checkpoint=checkpoint, checkpoint_every=checkpoint_every if checkpoint else None,

@@ -18,14 +18,17 @@ def run(*args, cwd):
 
 
 @needs_data
-def test_train_resume_and_sample(tmp_path):
+def test_train_resume_and_sample(tmp_path, monkeypatch):
     ck = tmp_path / "run" / "ddpm.pt"
     r = run("train", "--dataset", "fashion-mnist", "--scale", "tiny", "--steps", "3", "--checkpoint", str(ck),
-            "--seed", "1", "--no-progress", cwd=tmp_path)
+            "--seed", "1", "--prediction", "v", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert torch.load(ck, weights_only=True)["step"] == 3
     r = run("train", "--scale", "tiny", "--steps", "5", "--checkpoint", str(ck), "--seed", "1", "--no-progress",
-            cwd=tmp_path)
+            cwd=tmp_path)                                  # resumed with the scale's default prediction: refused
+    assert r.returncode == 2 and "prediction: 'v' there, 'eps' here" in r.stderr, r.stderr
+    r = run("train", "--scale", "tiny", "--steps", "5", "--checkpoint", str(ck), "--seed", "1", "--no-progress",
+            "--prediction", "v", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     state = torch.load(ck, weights_only=True)
     assert state["step"] == 5 and len(state["history"]) == 5 and state["config"]["scale"] == "tiny"
@@ -35,8 +38,17 @@ def test_train_resume_and_sample(tmp_path):
     assert r.returncode == 0, r.stderr
     assert out.read_bytes()[:4] == b"\x89PNG"
     model, s, cfg = training.model_from_checkpoint(ck)
-    assert s.T == 1000 and cfg["prediction"] == "eps"
+    assert s.T == 1000 and cfg["prediction"] == "v"
     assert model(torch.zeros(1, 1, 28, 28), torch.tensor([5])).shape == (1, 1, 28, 28)
+    # `sample` reads the model's output as what the checkpoint says it predicts
+    from minidiff import __main__ as cli
+    from minidiff import reverse
+    seen = []
+    real_sample = reverse.sample
+    monkeypatch.setattr(reverse, "sample", lambda *a, **kw: seen.append(kw["prediction"]) or real_sample(*a, **kw))
+    assert cli.main(["sample", "--checkpoint", str(ck), "--steps", "2", "--n", "2", "--out", str(out),
+                     "--no-progress"]) == 0
+    assert seen == ["v"]
 
 
 def test_cli_help_and_errors(tmp_path):
@@ -54,26 +66,30 @@ def test_cli_help_and_errors(tmp_path):
     assert r.returncode == 2 and "--steps must be >= 1" in r.stderr
 
 
-def test_compare_samplers_measures_every_run(g):
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_compare_samplers_measures_every_run(g, prediction):
     """With a 'model' that knows the answer (a constant x0), every sampler reproduces it and the
-    FID of those images against themselves is the floor-free 0 case."""
+    FID of those images against themselves is the floor-free 0 case — read as eps or as v."""
     target = torch.rand(1, 1, 28, 28, generator=g) * 2 - 1
     s = schedules.linear(T=1000)
 
-    class Oracle(torch.nn.Module):        # eps that points exactly at `target`
+    class Oracle(torch.nn.Module):        # eps (or v) that points exactly at `target`
         def __init__(self):
             super().__init__()
             self.p = torch.nn.Parameter(torch.zeros(1))
 
         def forward(self, x, t):
             ab = s.alpha_bars[t].float()[:, None, None, None]
-            return (x - ab.sqrt() * target) / (1 - ab).sqrt()
+            eps = (x - ab.sqrt() * target) / (1 - ab).sqrt()
+            v = ab.sqrt() * eps - (1 - ab).sqrt() * target                 # Salimans & Ho 2022, §4
+            return eps if prediction == "eps" else v
 
     clf = metrics.FashionClassifier()
     real = metrics.features(clf, target.expand(20, 1, 28, 28) + 0.01 * torch.randn(20, 1, 28, 28, generator=g))
     evaluator = {"classifier": clf, "real": real, "floor": 0.0, "n_real": 20}
     runs = [("ddpm", 10), ("ddim", 5), ("dpm++2m", 5), ("ddim", 5, 1.0), ("sde-dpm++2m", 5)]
-    rows = metrics.compare_samplers(Oracle(), s, evaluator, runs, n=20, batch_size=8, progress=False)
+    rows = metrics.compare_samplers(Oracle(), s, evaluator, runs, n=20, batch_size=8, prediction=prediction,
+                                    progress=False)
     assert [(r["sampler"], r["steps"], r["eta"]) for r in rows] == [(*run, 0.0)[:3] for run in runs]
     assert [r["name"] for r in rows][2:4] == ["dpm++2m 5", "ddim 5, eta=1"]
     for r in rows:

@@ -56,6 +56,23 @@ def test_checkpoint_is_one_weights_only_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]          # no temporary files left
 
 
+def test_resuming_with_another_config_is_refused(tmp_path):
+    """A checkpoint of an eps-model must not silently go on training as a v-model."""
+    model, g, nb, lf = setup()
+    ck = tmp_path / "c.pt"
+    training.train(model, lf, nb, 2, generator=g, checkpoint=ck, config={"T": 50, "prediction": "eps"},
+                   progress=False)
+    before = ck.read_bytes()
+    with pytest.raises(ValueError, match=r"prediction: 'eps' there, 'v' here"):
+        training.train(model, lf, nb, 4, generator=g, checkpoint=ck, config={"T": 50, "prediction": "v"},
+                       progress=False)
+    assert ck.read_bytes() == before                                 # nothing overwritten
+    # the same config (or a key the checkpoint does not name) resumes
+    hist = training.train(model, lf, nb, 3, generator=g, checkpoint=ck, config={"T": 50, "note": "x"},
+                          progress=False)
+    assert len(hist) == 3
+
+
 def test_atomic_write_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):
     ck = tmp_path / "c.pt"
     training.save_checkpoint(ck, {"step": 1})
