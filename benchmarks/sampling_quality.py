@@ -3,12 +3,15 @@ each both deterministic (an ODE solver: DDIM eta=0, DPM-Solver++(2M)) and stocha
 SDE-DPM-Solver++(2M)).
 
     python benchmarks/sampling_quality.py [--scale small] [--checkpoint PATH] [--samples N]
+                                          [--prediction v] [--training-steps N]
 
 Trains the Fashion-MNIST DDPM of the scale (or resumes/loads it from --checkpoint), trains the
 feature classifier, samples the same N starting noises with every sampler and step count, and
 writes benchmarks/results/sampling.json (rows of sampler, steps, fid, seconds_per_image,
 samples; plus real_floor, scale and the machine) and benchmarks/results/sampling.md, the table
-the README shows. The same measurement is lesson 07's.
+the README shows. The same measurement is lesson 07's. ``--prediction`` and ``--training-steps``
+change the recipe (what the U-Net predicts, how long it trains); such runs are written to
+sampling_<prediction>_<N>steps.json/.md instead, next to the recipe's.
 """
 from __future__ import annotations
 
@@ -30,26 +33,36 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=None, help="images per run (default: by scale)")
     p.add_argument("--ddpm-steps", type=int, default=1000)
     p.add_argument("--steps", type=int, nargs="*", default=[10, 20, 50, 100])
+    p.add_argument("--prediction", choices=("eps", "x0", "v"), default=None,
+                   help="what the model learns to predict (default: the recipe's)")
+    p.add_argument("--training-steps", type=int, default=None, help="training steps (default: the recipe's)")
     args = p.parse_args(argv)
     scale = device.get_scale(args.scale)
     dev = device.get_device()
     n = args.samples or device.by_scale(64, 500, 5000, scale=scale)
-    model, ema, s, history = training.train_fashion_mnist(scale, checkpoint=args.checkpoint, device=dev)
+    recipe = training.FASHION_RECIPES[scale]
+    prediction = args.prediction or recipe["prediction"]
+    model, ema, s, history = training.train_fashion_mnist(scale, args.training_steps, checkpoint=args.checkpoint,
+                                                          device=dev, prediction=prediction)
     evaluator = metrics.fashion_mnist_evaluator(device.by_scale(100, 1500, 3000, scale=scale), n_real=n)
     runs = ([("ddpm", args.ddpm_steps)] + [(name, k) for name in ("ddim", "dpm++2m") for k in args.steps]
             + [("ddim", k, 1.0) for k in args.steps] + [("sde-dpm++2m", k) for k in args.steps])
-    rows = metrics.compare_samplers(ema.model, s, evaluator, runs, n=n, device=dev, progress=True,
-                                   batch_size=device.sampling_batch_size(dev))
+    rows = metrics.compare_samplers(ema.model, s, evaluator, runs, n=n, prediction=prediction, device=dev,
+                                   progress=True, batch_size=device.sampling_batch_size(dev))
     keep = ("name", "sampler", "steps", "eta", "fid", "seconds_per_image", "samples", "precision", "recall",
             "covered", "max_share_ratio")
     rows = [{k: (round(r[k], 5) if isinstance(r[k], float) else r[k]) for k in keep} for r in rows]
     out = pathlib.Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
-    result = {"scale": scale, "training_steps": len(history), "classifier_accuracy": round(evaluator["accuracy"], 4),
-              "real_floor": round(evaluator["floor"], 4), "device": dev.type, "rows": rows, "machine": machine_info()}
-    (out / "sampling.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = {"scale": scale, "training_steps": len(history), "prediction": prediction,
+              "classifier_accuracy": round(evaluator["accuracy"], 4), "real_floor": round(evaluator["floor"], 4),
+              "device": dev.type, "rows": rows, "machine": machine_info()}
+    stem = "sampling"
+    if prediction != recipe["prediction"] or len(history) != recipe["steps"]:
+        stem += f"_{prediction}_{len(history)}steps"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     base = rows[0]
-    lines = [f"Scale `{scale}` ({len(history)} training steps), {n} samples per run, on "
+    lines = [f"Scale `{scale}` ({len(history)} training steps, {prediction}-prediction), {n} samples per run, on "
              f"{result['machine']['gpu'] or result['machine']['processor'] + ' CPU'} "
              f"({dev.type}); feature classifier {evaluator['accuracy']:.1%} test accuracy; "
              f"real-vs-real FID floor {evaluator['floor']:.2f}.", "",
@@ -60,7 +73,7 @@ def main(argv=None) -> int:
         stochastic = "yes" if r["sampler"] in ("ddpm", "sde-dpm++2m") or r["eta"] > 0 else "no"
         lines.append(f"| {label} | {r['steps']} | {stochastic} | {r['fid']:.2f} | {r['fid'] / base['fid']:.2f} | "
                      f"{r['seconds_per_image']:.4f} | {r['precision']:.2f} | {r['recall']:.2f} |")
-    (out / "sampling.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
