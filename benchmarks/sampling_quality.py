@@ -23,7 +23,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
 
-from minidiff import device, metrics, training  # noqa: E402
+from minidiff import device, loss, metrics, training  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=None, help="images per run (default: by scale)")
     p.add_argument("--ddpm-steps", type=int, default=1000)
     p.add_argument("--steps", type=int, nargs="*", default=[10, 20, 50, 100])
-    p.add_argument("--prediction", choices=("eps", "x0", "v"), default=None,
+    p.add_argument("--prediction", choices=loss.PREDICTIONS, default=None,
                    help="what the model learns to predict (default: the recipe's)")
     p.add_argument("--training-steps", type=int, default=None, help="training steps (default: the recipe's)")
     args = p.parse_args(argv)

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from minidiff import data, metrics, samplers, schedules, training
+from minidiff import data, loss, metrics, samplers, schedules, training
 
 needs_data = pytest.mark.skipif(
     not (data.SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").exists(),
@@ -64,6 +64,9 @@ def test_cli_help_and_errors(tmp_path):
     assert sorted(c.strip(" '\n)") for c in choices.split(",")) == sorted(samplers.SAMPLERS)
     r = run("train", "--checkpoint", "x.pt", "--steps", "0", cwd=tmp_path)
     assert r.returncode == 2 and "--steps must be >= 1" in r.stderr
+    r = run("train", "--checkpoint", "x.pt", "--prediction", "score", cwd=tmp_path)   # likewise the predictions
+    choices = r.stderr.split("choose from")[1]
+    assert r.returncode == 2 and sorted(c.strip(" '\n)") for c in choices.split(",")) == sorted(loss.PREDICTIONS)
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
