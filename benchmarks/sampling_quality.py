@@ -23,7 +23,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
 
-from minidiff import device, loss, metrics, training  # noqa: E402
+from minidiff import device, evaluation, loss, training  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -44,10 +44,10 @@ def main(argv=None) -> int:
     prediction = args.prediction or recipe["prediction"]
     model, ema, s, history = training.train_fashion_mnist(scale, args.training_steps, checkpoint=args.checkpoint,
                                                           device=dev, prediction=prediction)
-    evaluator = metrics.fashion_mnist_evaluator(device.by_scale(100, 1500, 3000, scale=scale), n_real=n)
+    evaluator = evaluation.fashion_mnist_evaluator(device.by_scale(100, 1500, 3000, scale=scale), n_real=n)
     runs = ([("ddpm", args.ddpm_steps)] + [(name, k) for name in ("ddim", "dpm++2m") for k in args.steps]
             + [("ddim", k, 1.0) for k in args.steps] + [("sde-dpm++2m", k) for k in args.steps])
-    rows = metrics.compare_samplers(ema.model, s, evaluator, runs, n=n, prediction=prediction, device=dev,
+    rows = evaluation.compare_samplers(ema.model, s, evaluator, runs, n=n, prediction=prediction, device=dev,
                                    progress=True, batch_size=device.sampling_batch_size(dev))
     keep = ("name", "sampler", "steps", "eta", "fid", "seconds_per_image", "samples", "precision", "recall",
             "covered", "max_share_ratio")

@@ -1,11 +1,13 @@
 """minidiff: diffusion models explained by building them.
 
-One small module per idea; read them in this order:
+One small module per idea; read the chapters in this order (each imports only earlier ones):
 ``physics`` (ink in water) → ``schedules`` → ``forward`` → ``reverse`` → ``loss`` →
-``samplers``; ``analytic`` holds an exact denoiser for Gaussian mixtures, ``data`` the data
-sets, ``nets`` the small networks, ``plots`` and ``widgets`` the pictures, ``device`` the
-run set-up (device, scale, seeds).
+``samplers`` → ``unet``. Around them: ``analytic`` holds an exact denoiser for Gaussian
+mixtures, ``data`` the data sets, ``nets`` the small networks, ``training`` the one loop,
+``metrics`` the maths of comparing sets, ``evaluation`` the classifier and sampler races,
+``plots`` and ``widgets`` the pictures, ``device`` the run set-up (device, scale, seeds).
 """
-from . import analytic, data, device, forward, loss, metrics, physics, reverse, samplers, schedules  # noqa: F401
+from . import (analytic, data, device, evaluation, forward, loss, metrics, physics, reverse,  # noqa: F401
+               samplers, schedules)
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """Command line.
 
     python -m minidiff demo [--out PATH]
-    python -m minidiff train --dataset fashion-mnist --scale small --steps N --checkpoint PATH [--seed S]
+    python -m minidiff train --dataset fashion-mnist --scale small --steps N --checkpoint PATH [--seed S] [--compile]
     python -m minidiff sample --checkpoint PATH --sampler ddim --steps 50 --out grid.png
 
 ``demo`` trains a small noise-prediction MLP on an embedded 2-D data set (no download), then
@@ -24,7 +24,7 @@ def demo(out: str, dataset: str = "swiss_roll", steps: int = 4000, seed: int = 0
     import matplotlib.pyplot as plt
     import torch
 
-    from . import data, device, loss, nets, plots, reverse, schedules, training
+    from . import data, device, loss, nets, plots, samplers, schedules, training
     from .forward import q_sample
 
     g = device.seed_everything(seed)
@@ -40,7 +40,7 @@ def demo(out: str, dataset: str = "swiss_roll", steps: int = 4000, seed: int = 0
     t0 = time.perf_counter()
     history = training.train(model, loss_fn, next_batch, steps, lr=2e-3, progress=progress,
                              desc=f"demo: training on {dataset}")
-    samples = reverse.sample(model, s, (2000, 2), sampler="ddpm", generator=g, progress=progress)
+    samples = samplers.sample(model, s, (2000, 2), sampler="ddpm", generator=g, progress=progress)
     seconds = time.perf_counter() - t0
 
     x0 = data.toy_2d(dataset, 2000, generator=g)
@@ -68,7 +68,7 @@ def sample_grid(args) -> int:
 
     import torch
 
-    from . import plots, reverse
+    from . import plots, samplers
     from .device import get_device
     from .training import model_from_checkpoint
 
@@ -78,7 +78,7 @@ def sample_grid(args) -> int:
     dev = get_device()
     model, s, cfg = model_from_checkpoint(args.checkpoint, use_ema=not args.raw, device=dev)
     g = torch.Generator().manual_seed(args.seed)
-    x = reverse.sample(model, s, (args.n, 1, 28, 28), sampler=args.sampler, steps=args.steps, generator=g,
+    x = samplers.sample(model, s, (args.n, 1, 28, 28), sampler=args.sampler, steps=args.steps, generator=g,
                        prediction=cfg.get("prediction", "eps"), clip_x0=1.0, device=dev,
                        progress=not args.no_progress)
     fig = plots.show_images(x.cpu(), nrow=8, title=f"{args.sampler}, {args.steps} steps ({cfg['scale']} model)")
@@ -115,6 +115,8 @@ def main(argv=None) -> int:
     p.add_argument("--prediction", choices=["eps", "x0", "v"], default=None,
                    help="what the U-Net learns to predict: the noise eps, the image x0 or v (default: the scale's, "
                         "eps); 'sample' reads it from the checkpoint")
+    p.add_argument("--compile", action="store_true",
+                   help="train a torch.compile'd model (faster on a GPU after a minute or so of compiling)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p = sub.add_parser("sample", help="draw a grid of images from a checkpoint",
                        description="Load a checkpoint written by 'train' and sample a grid of images.")
@@ -135,7 +137,8 @@ def main(argv=None) -> int:
         try:
             _, _, _, history = train_fashion_mnist(args.scale, args.steps, args.checkpoint, args.seed,
                                                    progress=not args.no_progress,
-                                                   checkpoint_every=args.checkpoint_every, prediction=args.prediction)
+                                                   checkpoint_every=args.checkpoint_every, prediction=args.prediction,
+                                                   compile=args.compile)
         except ValueError as e:          # e.g. resuming a checkpoint with other settings
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -55,9 +55,17 @@ def check_tensor(name: str, value) -> torch.Tensor:
     return value
 
 
-def check_timesteps(t, T: int, batch: int | None = None, name: str = "t") -> torch.Tensor:
-    """Check ``t`` is an integer tensor of shape (batch,) with values in [0, T-1]."""
-    check_tensor(name, t)
+def check_timesteps(t, T: int, batch: int | None = None, name: str = "t"):
+    """Check ``t`` is an int in [0, T-1] (one timestep for a whole batch) or an integer tensor of
+    shape (batch,) with values in [0, T-1].
+
+    The range of a tensor is read on the CPU; on an accelerator it is asserted on the device
+    (``torch._assert_async``) so that the check never waits for the GPU.
+    """
+    if isinstance(t, numbers.Integral) and not isinstance(t, bool):
+        return check_int(name, t, low=0, high=T - 1)
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be an int or an integer tensor of shape (N,), got {type(t).__name__}")
     if t.dtype in (torch.bool,) or t.is_floating_point() or t.is_complex():
         raise TypeError(f"{name} must be an integer tensor (torch.long), got dtype {t.dtype}")
     if t.dim() != 1:
@@ -65,9 +73,14 @@ def check_timesteps(t, T: int, batch: int | None = None, name: str = "t") -> tor
     if batch is not None and t.shape[0] != batch:
         raise ValueError(f"{name} must have one timestep per sample: shape ({batch},), "
                          f"got {tuple(t.shape)}")
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) > T - 1):
-        raise ValueError(f"{name} must be in [0, {T - 1}] (T={T}), got values in "
-                         f"[{int(t.min())}, {int(t.max())}]")
+    if not t.numel():
+        return t
+    if t.device.type != "cpu":
+        torch._assert_async(((t >= 0) & (t <= T - 1)).all(), f"{name} must be in [0, {T - 1}] (T={T})")
+        return t
+    lo, hi = torch.aminmax(t)
+    if int(lo) < 0 or int(hi) > T - 1:
+        raise ValueError(f"{name} must be in [0, {T - 1}] (T={T}), got values in [{int(lo)}, {int(hi)}]")
     return t
 
 
@@ -78,7 +91,3 @@ def check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor)
         raise ValueError(f"{name_b} must have the same shape as {name_a}: "
                          f"{tuple(a.shape)}, got {tuple(b.shape)}")
 
-
-def check_finite(name: str, x: torch.Tensor) -> None:
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values")

@@ -20,7 +20,7 @@ import torch
 
 from ._checks import check_timesteps
 from .data import GaussianMixture
-from .schedules import NoiseSchedule
+from .schedules import NoiseSchedule, check_schedule
 
 __all__ = ["MixtureDenoiser"]
 
@@ -29,8 +29,7 @@ class MixtureDenoiser:
     """A model ``denoiser(x_t, t) -> E[eps | x_t]`` for ``mixture`` noised by schedule ``s``."""
 
     def __init__(self, s: NoiseSchedule, mixture: GaussianMixture):
-        if not isinstance(s, NoiseSchedule):
-            raise TypeError(f"s must be a NoiseSchedule, got {type(s).__name__}")
+        check_schedule(s)
         if not isinstance(mixture, GaussianMixture):
             raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
         self.s, self.mixture = s, mixture
@@ -41,7 +40,7 @@ class MixtureDenoiser:
         if xt.dim() != 2 or xt.shape[1] != self.mixture.dim:
             raise ValueError(f"x_t must have shape (N, {self.mixture.dim}), got {tuple(xt.shape)}")
         m = self.mixture
-        abar = self.s.alpha_bars[t.cpu()].to(xt.device)[:, None]                     # (N, 1)
+        abar = self.s.at("alpha_bars", t, xt.double())                                # (N, 1)
         x = xt.to(torch.float64)
         means = abar.sqrt()[:, :, None] * m.means.to(xt.device)[None]               # (N, K, d)
         var = abar * m.stds.to(xt.device)[None] ** 2 + (1 - abar)                   # (N, K)
@@ -53,5 +52,5 @@ class MixtureDenoiser:
 
     def __call__(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """E[eps | x_t] = -sqrt(1 - abar_t) score (Tweedie)."""
-        root = self.s.sqrt_one_minus_alpha_bars[t.cpu()].to(xt.device, xt.dtype)[:, None]
+        root = self.s.at("sqrt_one_minus_alpha_bars", t, xt)
         return -root * self.score(xt, t)

@@ -20,7 +20,6 @@ import math
 import os
 import pathlib
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from ._checks import check_choice, check_float, check_int, check_tensor
+from ._files import atomic_write
 
 __all__ = ["swiss_roll", "two_moons", "GaussianMixture", "default_mixture", "toy_2d", "TOY_SETS",
            "sample_image", "fashion_mnist", "FASHION_MNIST_CLASSES", "shapes", "SHAPE_ATTRIBUTES"]
@@ -197,23 +197,18 @@ def _read_idx(path: pathlib.Path, name: str | None = None) -> np.ndarray:
 
 
 def _download(name: str, folder: pathlib.Path) -> pathlib.Path:
+    """Fetch one official file into ``folder``; it takes its real name only once its SHA-256 is right."""
     base = os.environ.get("MINIDIFF_FASHION_MNIST_URL", FASHION_MNIST_URL)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
-    try:
-        with urllib.request.urlopen(base + name, timeout=60) as r, os.fdopen(fd, "wb") as f:
+    final = folder / name
+    with atomic_write(final) as f:
+        with urllib.request.urlopen(base + name, timeout=60) as r:
             shutil.copyfileobj(r, f)
+        f.flush()
         try:
-            _read_idx(pathlib.Path(tmp), name)       # verify before it takes the real name
+            _read_idx(pathlib.Path(f.name), name)       # verify before it takes the real name
         except ValueError as e:
             raise ValueError(f"downloaded {base + name}: {e}") from e
-        final = folder / name
-        os.replace(tmp, final)
-        return final
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    return final
 
 
 def _offline_message(split: str, error: Exception) -> str:

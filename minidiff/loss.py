@@ -1,106 +1,63 @@
-"""What the network predicts, and the loss that teaches it.
+"""What the network is taught: the regression target, and the loss.
 
-With x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps (DDPM eq. 4), any one of three targets fixes
-the other two given x_t:
+A network can predict eps, x_0 or v (``forward.PREDICTIONS``); ``forward`` holds the identities
+that turn one into the others. The training loss is the mean squared error to the chosen target
+at a uniformly drawn t (Ho et al. 2020, "DDPM", Algorithm 1 and eq. 14, the "simple" loss):
 
-    eps-prediction  (Ho et al. 2020, "DDPM", eq. 14; the "simple" loss)
-        x_0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)                    (DDPM eq. 15)
-    x_0-prediction
-        eps = (x_t - sqrt(abar) x_0) / sqrt(1 - abar)
-    v-prediction    (Salimans & Ho 2022, "Progressive Distillation", §4 and Appendix D)
-        v   = sqrt(abar) eps - sqrt(1 - abar) x_0
-        x_0 = sqrt(abar) x_t - sqrt(1 - abar) v
-        eps = sqrt(1 - abar) x_t + sqrt(abar) v
+    L = E_{t, x_0, eps} || target - model(x_t, t) ||^2,   x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps
 
-The training loss is the mean squared error to the chosen target at a uniformly drawn t
-(DDPM Algorithm 1), optionally weighted by min-SNR (Hang et al. 2023, eq. 9 and Table 1).
+Min-SNR-gamma weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
+Strategy", eq. 9 and Table 1) weights each timestep's error *measured on x_0* by
+min(SNR(t), gamma). An error on eps or v is a scaled error on x_0,
+
+    ||eps - eps_hat||^2 = SNR ||x_0 - x0_hat||^2,    ||v - v_hat||^2 = (SNR + 1) ||x_0 - x0_hat||^2,
+
+so the same weighting reads, per target:
+
+    x0:  min(SNR, gamma)
+    eps: min(SNR, gamma) / SNR = min(1, gamma / SNR)      (1 at SNR = 0: the limit, not 0/0)
+    v:   min(SNR, gamma) / (SNR + 1)                     (0 at SNR = 0)
+
+On a zero-terminal-SNR schedule the last step has SNR = 0: there x_t is pure noise and the x_0
+error cannot be reduced by any model, and min-SNR gives it weight 0 for x0 and v (the v-model
+is then taught its last step only through its neighbours) and weight 1 for eps.
 """
 from __future__ import annotations
 
 import torch
 
-from ._checks import check_choice, check_float, check_same_shape, check_tensor, check_timesteps
-from .forward import q_sample, randn_like
-from .schedules import NoiseSchedule, at
+from ._checks import check_choice, check_float, check_tensor, check_timesteps
+from .forward import PREDICTIONS, q_sample, randn_like, v_from_x0_eps
+from .schedules import NoiseSchedule, check_schedule
 
-__all__ = ["PREDICTIONS", "predict_x0", "predict_eps", "v_target", "x0_from_v", "eps_from_v",
-           "target", "to_x0_eps", "diffusion_loss"]
-
-PREDICTIONS = ("eps", "x0", "v")
+__all__ = ["PREDICTIONS", "target", "snr_weight", "diffusion_loss"]
 
 
-def _check(s, xt, t, name_b, b):
-    if not isinstance(s, NoiseSchedule):
-        raise TypeError(f"s must be a NoiseSchedule, got {type(s).__name__}")
-    check_same_shape("x_t", xt, name_b, b)
-    check_timesteps(t, s.T, batch=xt.shape[0])
-
-
-def predict_x0(s: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)  (DDPM eq. 15)."""
-    _check(s, xt, t, "eps", eps)
-    if (s.alpha_bars[t.cpu()] == 0).any():
-        raise ValueError("eps-prediction cannot recover x0 where alpha_bar_t = 0 (zero terminal "
-                         "SNR); train with prediction='v' or 'x0' for such schedules")
-    return (xt - at(s.sqrt_one_minus_alpha_bars, t, xt) * eps) / at(s.sqrt_alpha_bars, t, xt)
-
-
-def predict_eps(s: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t), inverting DDPM eq. 4."""
-    _check(s, xt, t, "x0", x0)
-    return (xt - at(s.sqrt_alpha_bars, t, xt) * x0) / at(s.sqrt_one_minus_alpha_bars, t, xt)
-
-
-def v_target(s: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0  (Salimans & Ho 2022, §4)."""
-    _check(s, x0, t, "eps", eps)
-    return at(s.sqrt_alpha_bars, t, x0) * eps - at(s.sqrt_one_minus_alpha_bars, t, x0) * x0
-
-
-def x0_from_v(s: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """x_0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v  (Salimans & Ho 2022, Appendix D)."""
-    _check(s, xt, t, "v", v)
-    return at(s.sqrt_alpha_bars, t, xt) * xt - at(s.sqrt_one_minus_alpha_bars, t, xt) * v
-
-
-def eps_from_v(s: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v  (Salimans & Ho 2022, Appendix D)."""
-    _check(s, xt, t, "v", v)
-    return at(s.sqrt_one_minus_alpha_bars, t, xt) * xt + at(s.sqrt_alpha_bars, t, xt) * v
-
-
-def target(s: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-           prediction: str = "eps") -> torch.Tensor:
+def target(s: NoiseSchedule, x0: torch.Tensor, t, noise: torch.Tensor, prediction: str = "eps") -> torch.Tensor:
     """The regression target for ``prediction`` in ("eps", "x0", "v")."""
     check_choice("prediction", prediction, PREDICTIONS)
     if prediction == "eps":
         return noise
     if prediction == "x0":
         return x0
-    return v_target(s, x0, t, noise)
-
-
-def to_x0_eps(s: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, output: torch.Tensor,
-              prediction: str = "eps"):
-    """Turn a network output of kind ``prediction`` into the pair (x0_hat, eps_hat)."""
-    check_choice("prediction", prediction, PREDICTIONS)
-    if prediction == "eps":
-        return predict_x0(s, xt, t, output), output
-    if prediction == "x0":
-        return output, predict_eps(s, xt, t, output)
-    return x0_from_v(s, xt, t, output), eps_from_v(s, xt, t, output)
+    return v_from_x0_eps(s, x0, t, noise)
 
 
 def snr_weight(s: NoiseSchedule, t: torch.Tensor, prediction: str, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma weight per sample, expressed for each target (Hang et al. 2023, Table 1):
-    x0: min(SNR, gamma); eps: min(SNR, gamma) / SNR; v: min(SNR, gamma) / (SNR + 1)."""
-    snr = s.snr.to(t.device)[t]
-    w = snr.clamp(max=gamma)
-    if prediction == "eps":
-        w = w / snr
-    elif prediction == "v":
-        w = w / (snr + 1)
-    return w.float()
+    """Min-SNR-gamma weight per sample for ``prediction`` (Hang et al. 2023, eq. 9 and Table 1;
+    see the module docstring): x0: min(SNR, gamma); eps: min(1, gamma / SNR);
+    v: min(SNR, gamma) / (SNR + 1). Finite everywhere, also at SNR = 0."""
+    check_schedule(s)
+    check_choice("prediction", prediction, PREDICTIONS)
+    gamma = check_float("gamma", gamma, low=0, low_open=True)
+    snr = s.at("snr", t, torch.empty(0, device=t.device))            # float32 on t's device, (N,)
+    if prediction == "x0":
+        w = snr.clamp(max=gamma)
+    elif prediction == "eps":
+        w = (gamma / snr).clamp(max=1.0)                  # gamma / 0 = inf -> 1, the limit
+    else:
+        w = snr.clamp(max=gamma) / (snr + 1)
+    return w
 
 
 def diffusion_loss(model, s: NoiseSchedule, x0: torch.Tensor, t=None, noise=None, *,
@@ -110,15 +67,22 @@ def diffusion_loss(model, s: NoiseSchedule, x0: torch.Tensor, t=None, noise=None
 
     draw t ~ Uniform{0..T-1} and eps ~ N(0, I), make x_t with q_sample, predict with
     ``model(x_t, t, **cond)``, and return the mean squared error to the target.
+
+    ``t`` and ``noise`` are drawn on ``generator``'s device when it is given (a CPU generator
+    makes a run reproducible bit for bit on any device), else on ``x0``'s device: no copy, no
+    wait for the GPU.
     """
-    if not isinstance(s, NoiseSchedule):
-        raise TypeError(f"s must be a NoiseSchedule, got {type(s).__name__}")
+    check_schedule(s)
     check_tensor("x0", x0)
     check_choice("prediction", prediction, PREDICTIONS)
+    if min_snr_gamma is not None:
+        min_snr_gamma = check_float("min_snr_gamma", min_snr_gamma, low=0, low_open=True)
     n = x0.shape[0]
     if t is None:
         dev = generator.device if generator is not None else x0.device
         t = torch.randint(0, s.T, (n,), generator=generator, device=dev).to(x0.device)
+    else:
+        check_timesteps(t, s.T, batch=n)
     if noise is None:
         noise = randn_like(x0, generator)
     xt = q_sample(s, x0, t, noise)
@@ -129,6 +93,5 @@ def diffusion_loss(model, s: NoiseSchedule, x0: torch.Tensor, t=None, noise=None
     per_sample = (out.float() - target(s, x0, t, noise, prediction).float()).pow(2)
     per_sample = per_sample.reshape(n, -1).mean(dim=1)
     if min_snr_gamma is not None:
-        gamma = check_float("min_snr_gamma", min_snr_gamma, low=0, low_open=True)
-        per_sample = per_sample * snr_weight(s, t, prediction, gamma)
+        per_sample = per_sample * snr_weight(s, t, prediction, min_snr_gamma)
     return per_sample.mean()

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from ._checks import check_int
+from ._checks import check_float, check_int
 
 __all__ = ["timestep_embedding", "TimeMLP"]
 
@@ -20,6 +20,7 @@ __all__ = ["timestep_embedding", "TimeMLP"]
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of integer (or real) timesteps t (N,) -> (N, dim)."""
     dim = check_int("dim", dim, low=2)
+    max_period = check_float("max_period", max_period, low=1)
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     args = t.float()[:, None] * freqs[None]

@@ -84,6 +84,7 @@ def heat_equation(u0: torch.Tensor, steps: int, dt: float = 0.2, D: float = 1.0,
 
 def grid_variance(u: torch.Tensor, dx: float = 1.0) -> torch.Tensor:
     """Variance per axis of the ink distribution u (H, W) or (K, H, W), treating u as a density."""
+    dx = check_float("dx", dx, low=0, low_open=True)
     h, w = u.shape[-2:]
     y = torch.arange(h, dtype=torch.float64) * dx
     x = torch.arange(w, dtype=torch.float64) * dx
@@ -102,6 +103,7 @@ def grid_entropy(u: torch.Tensor) -> torch.Tensor:
 
 def gaussian_entropy(var, dim: int = 1) -> torch.Tensor:
     """Differential entropy of N(m, var I) in ``dim`` dimensions: (dim / 2) log(2 pi e var)."""
+    dim = check_int("dim", dim, low=1)
     return 0.5 * dim * torch.log(2 * math.pi * math.e * torch.as_tensor(var, dtype=torch.float64))
 
 
@@ -127,6 +129,7 @@ def ou_process(x0: torch.Tensor, steps: int, dt: float = 0.01, theta: float = 1.
 def ou_marginal(mean0, var0, t, theta: float = 1.0):
     """Mean and variance at time t of the OU process started at N(mean0, var0):
     m_t = e^{-theta t} m_0, v_t = e^{-2 theta t} v_0 + 1 - e^{-2 theta t}."""
+    theta = check_float("theta", theta, low=0, low_open=True)
     t = torch.as_tensor(t, dtype=torch.float64)
     decay = torch.exp(-theta * t)
     mean0 = torch.as_tensor(mean0, dtype=torch.float64)

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ._checks import check_float, check_int
+
 __all__ = ["to_image", "image_grid", "show_images", "scatter", "snapshots_2d", "plot_schedules",
            "figure_png", "show_source", "animation_gif"]
 
@@ -32,6 +34,8 @@ def to_image(x: torch.Tensor) -> np.ndarray:
 
 def image_grid(x: torch.Tensor, nrow: int = 8, pad: int = 1) -> torch.Tensor:
     """Tile a batch (N, C, H, W) into one image (C, H', W') with ``nrow`` images per row."""
+    nrow = check_int("nrow", nrow, low=1)
+    pad = check_int("pad", pad, low=0)
     n, c, h, w = x.shape
     ncol = min(nrow, n)
     rows = -(-n // ncol)
@@ -62,6 +66,7 @@ def show_images(x: torch.Tensor, nrow: int = 8, titles=None, ax=None, title: str
 
 def scatter(points: torch.Tensor, ax=None, title: str | None = None, lim: float = 3.0, **kw):
     """Scatter a 2-D point cloud (N, 2) on square axes [-lim, lim]^2."""
+    lim = check_float("lim", lim, low=0, low_open=True)
     fig, ax = _axes(ax)
     p = points.detach().float().cpu().numpy()
     ax.scatter(p[:, 0], p[:, 1], s=kw.pop("s", 2), alpha=kw.pop("alpha", 0.5), **kw)
@@ -106,6 +111,7 @@ def plot_schedules(schedules: dict, axes=None):
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     """Render a Figure to PNG bytes with the Agg backend (no display needed)."""
+    dpi = check_int("dpi", dpi, low=1)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
@@ -128,6 +134,8 @@ def show_source(obj):
 def animation_gif(frames: torch.Tensor, nrow: int = 8, ms_per_frame: int = 120, scale: int = 3) -> bytes:
     """An animated GIF (bytes) of a trajectory of image batches (K, N, C, H, W) in [-1, 1];
     show it with ``IPython.display.Image(data=..., format="gif")``."""
+    ms_per_frame = check_int("ms_per_frame", ms_per_frame, low=1)
+    scale = check_int("scale", scale, low=1)
     from PIL import Image
 
     pictures = []

@@ -23,7 +23,7 @@ import torch
 
 from ._checks import check_choice, check_float, check_int
 
-__all__ = ["NoiseSchedule", "linear", "cosine", "sigmoid", "make", "KINDS", "at"]
+__all__ = ["NoiseSchedule", "check_schedule", "linear", "cosine", "sigmoid", "make", "KINDS"]
 
 
 class NoiseSchedule:
@@ -64,12 +64,9 @@ class NoiseSchedule:
         self.snr = self.alpha_bars / (1.0 - self.alpha_bars)
         one_minus_abar = 1.0 - self.alpha_bars
         self.posterior_variance = betas * (1.0 - self.alpha_bars_prev) / one_minus_abar
-        # log of the posterior variance with its first entry (which is 0) replaced by the
-        # second, as in improved-diffusion, so the log stays finite (Nichol & Dhariwal 2021).
-        first = self.posterior_variance[1:2] if self.T > 1 else self.betas[:1]
-        self.posterior_log_variance_clipped = torch.log(torch.cat([first, self.posterior_variance[1:]]))
         self.posterior_mean_coef1 = betas * self.alpha_bars_prev.sqrt() / one_minus_abar
         self.posterior_mean_coef2 = (1.0 - self.alpha_bars_prev) * self.alphas.sqrt() / one_minus_abar
+        self._moved = {}        # (name, device, dtype) -> that table cast, then moved (see ``at``)
 
     def __repr__(self) -> str:
         return (f"NoiseSchedule(T={self.T}, beta[0]={self.betas[0].item():.3g}, "
@@ -77,6 +74,23 @@ class NoiseSchedule:
 
     def __len__(self) -> int:
         return self.T
+
+    def at(self, name: str, t, like: torch.Tensor):
+        """The table ``name`` (e.g. "alpha_bars") at timestep ``t``, ready to multiply ``like``.
+
+        ``t`` is a Python int (one timestep for the whole batch: returns a float taken from the
+        float64 table) or a LongTensor (N,) (returns the entries shaped (N, 1, 1, ...) in
+        ``like``'s dtype and device). A table is cast before it moves (MPS has no float64) and
+        moved once per device and dtype, so a loop that calls this every step copies nothing.
+        """
+        values = getattr(self, name)
+        if not isinstance(t, torch.Tensor):
+            return float(values[t])
+        key = (name, like.device, like.dtype)
+        if key not in self._moved:
+            self._moved[key] = values.to(like.dtype).to(like.device)
+        out = self._moved[key][t.to(like.device)]
+        return out.reshape(-1, *([1] * (like.dim() - 1)))
 
     def rescale_zero_terminal_snr(self) -> "NoiseSchedule":
         """Shift and scale sqrt(alpha_bar) so the last step is pure noise (SNR = 0).
@@ -114,6 +128,14 @@ class NoiseSchedule:
         return NoiseSchedule(1.0 - abar / abar_prev, timestep_map=self.timestep_map[ts])
 
 
+def check_schedule(s, name: str = "s") -> NoiseSchedule:
+    """Check ``s`` is a ``NoiseSchedule`` (the one check every module uses)."""
+    if not isinstance(s, NoiseSchedule):
+        raise TypeError(f"{name} must be a NoiseSchedule (e.g. schedules.linear(T=1000)), "
+                        f"got {type(s).__name__}")
+    return s
+
+
 def linear(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
     """Betas evenly spaced from beta_start to beta_end (DDPM §4: 1e-4 to 0.02 for T = 1000)."""
     T = check_int("T", T, low=1)
@@ -125,6 +147,7 @@ def linear(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> N
 def cosine_alpha_bar(u: torch.Tensor, s: float = 0.008) -> torch.Tensor:
     """f(u) / f(0) with f(u) = cos(((u + s) / (1 + s)) * pi / 2)^2, u = t / T in [0, 1]
     (Nichol & Dhariwal 2021, "Improved DDPM", eq. 17)."""
+    s = check_float("s", s, low=0)
     f = lambda v: torch.cos((v + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
     return f(u) / f(torch.zeros_like(u))
 
@@ -162,9 +185,3 @@ def make(kind: str, T: int = 1000, **kwargs) -> NoiseSchedule:
     """Build a schedule by name: ``make("cosine", T=1000)``."""
     return KINDS[check_choice("schedule kind", kind, KINDS)](T=T, **kwargs)
 
-
-def at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``values[t]`` cast to ``like``'s dtype and device, shaped (N, 1, 1, ...) to broadcast
-    against a batch ``like`` of shape (N, ...)."""
-    out = values.to(t.device)[t].to(device=like.device, dtype=like.dtype)
-    return out.reshape(-1, *([1] * (like.dim() - 1)))

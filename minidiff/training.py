@@ -1,76 +1,79 @@
-"""One plain training loop for any model and any loss.
+"""One plain training loop for any model, any loss, any number of optimizers.
 
-Each step: draw a batch, compute ``loss_fn(model, batch)``, step AdamW (Loshchilov & Hutter
-2019), clip the gradient norm, and update an exponential moving average of the weights.
+Each step: draw a batch, run a *step function* on it, then update an exponential moving average
+of the weights. The default step is the one every diffusion lesson uses: compute
+``loss_fn(model, batch)``, back-propagate, clip the gradient norm, and step AdamW (Loshchilov &
+Hutter 2019). A GAN passes its own step (two optimizers, alternating updates) and the loop
+stays the same.
+
 The EMA copy (Polyak averaging; used for sampling since DDPM, Appendix B) is
 
-    theta_ema <- d_k theta_ema + (1 - d_k) theta,   d_k = min(decay, (1 + k) / (10 + k)),
+    theta_ema <- d_k theta_ema + (1 - d_k) theta,   d_k = 0 for k < warmup, else decay,
 
-where the warm-up d_k lets the average forget the random initial weights quickly.
+so during the first ``warmup`` updates the average simply follows the weights (it forgets the
+random start), and from then on the configured ``decay`` is the one in force: its window is
+about 1 / (1 - decay) steps. The recipes set ``warmup`` to a small, stated part of training.
 
 On CUDA the loop uses bf16 autocast and channels_last memory; ``compile=True`` wraps the model
-in ``torch.compile``. A checkpoint is one file written atomically (a temporary file, then a
-rename), readable with ``torch.load(path, weights_only=True)``, holding the model, EMA,
-optimizer, step, loss history, config and every random state the loop uses, so a resumed run
-continues exactly where it stopped (bit for bit on CPU).
+in ``torch.compile``. It never waits for the GPU inside a step: losses stay on the device and are
+read every ``log_every`` steps (the NaN stop fires then, naming the step), the EMA is one fused
+``torch._foreach_lerp_``. A checkpoint is one file written atomically, readable with
+``torch.load(path, weights_only=True)``, holding the model, EMA, optimizer(s), step, loss
+history, config and every random state the loop uses, so a resumed run continues exactly where
+it stopped (bit for bit on CPU).
 """
 from __future__ import annotations
 
 import copy
 import math
 import os
-import tempfile
 
 import torch
 from tqdm.auto import tqdm
 
 from ._checks import check_choice, check_float, check_int
+from ._files import atomic_write
 
-__all__ = ["EMA", "train", "save_checkpoint", "load_checkpoint"]
+__all__ = ["EMA", "train", "loss_step", "save_checkpoint", "load_checkpoint"]
 
 
 class EMA:
-    """An exponential moving average of a model's weights, with warm-up."""
+    """An exponential moving average of a model's weights: a copy that follows the weights for
+    the first ``warmup`` updates, then averages them with ``decay`` (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999, warmup: int = 0):
         self.decay = check_float("decay", decay, low=0.0, high=1.0)
+        self.warmup = check_int("warmup", warmup, low=0)
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.updates = 0
 
+    def decay_at(self, k: int) -> float:
+        """d_k, the decay the k-th update (counting from 0) uses."""
+        return 0.0 if k < self.warmup else self.decay
+
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1 - d)
+        d = self.decay_at(self.updates)
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1.0 - d)
         for ema_b, b in zip(self.model.buffers(), model.buffers()):
             ema_b.copy_(b)
         self.updates += 1
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "updates": self.updates, "decay": self.decay}
+        return {"model": self.model.state_dict(), "updates": self.updates, "decay": self.decay,
+                "warmup": self.warmup}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.updates = int(state["updates"])
         self.decay = float(state["decay"])
+        self.warmup = int(state.get("warmup", 0))
 
 
 def save_checkpoint(path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: a crash leaves the old file or the new one, never half."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -94,40 +97,137 @@ def _to(batch, device, channels_last: bool):
     return batch
 
 
-def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float = 1e-3,
-          weight_decay: float = 0.0, grad_clip: float | None = 1.0, ema: EMA | None = None,
-          generator: torch.Generator | None = None, checkpoint=None, checkpoint_every: int | None = None,
-          config: dict | None = None, amp: bool | None = None, channels_last: bool | None = None,
-          compile: bool = False, progress: bool = True, desc: str = "training") -> list[float]:
-    """Train ``model`` until ``steps`` AdamW steps are done; return the loss of every step.
+def loss_step(loss_fn, *, grad_clip: float | None = 1.0, amp: bool = False):
+    """The default step function: ``step(model, batch, optimizer) -> loss`` computes
+    ``loss_fn(model, batch)`` (under bf16 autocast when ``amp``), back-propagates, clips the
+    gradient's global norm to ``grad_clip`` (None: no clipping) and steps the optimizer."""
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
+    if grad_clip is not None:
+        grad_clip = check_float("grad_clip", grad_clip, low=0, low_open=True)
 
-    :param loss_fn: ``loss_fn(model, batch)`` returning a scalar loss.
+    def step(model, batch, optimizer):
+        device = next(model.parameters()).device
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def _state(optimizer):
+    if isinstance(optimizer, dict):
+        return {k: o.state_dict() for k, o in optimizer.items()}
+    return optimizer.state_dict()
+
+
+def _load_state(optimizer, state) -> None:
+    if isinstance(optimizer, dict):
+        for k, o in optimizer.items():
+            o.load_state_dict(state[k])
+    else:
+        optimizer.load_state_dict(state)
+
+
+class _LossLog:
+    """Losses kept on the device and read in windows: one wait for the GPU per window, not per step."""
+
+    def __init__(self, history: list, lr_hint: str):
+        self.history, self.window, self.first_step, self.lr_hint = history, [], None, lr_hint
+
+    def add(self, step: int, loss) -> None:
+        if self.first_step is None:
+            self.first_step = step
+        self.window.append(loss)
+
+    def flush(self):
+        """Append the window to the history; stop with the step's number if a loss is NaN or inf."""
+        if not self.window:
+            return None
+        if isinstance(self.window[0], dict):
+            keys = list(self.window[0])
+            cols = {k: torch.stack([w[k].float() for w in self.window]).tolist() for k in keys}
+            values = [{k: cols[k][j] for k in keys} for j in range(len(self.window))]
+            finite = [all(math.isfinite(v) for v in row.values()) for row in values]
+        else:
+            values = torch.stack([w.float() for w in self.window]).tolist()
+            finite = [math.isfinite(v) for v in values]
+        if not all(finite):
+            j = finite.index(False)
+            raise FloatingPointError(
+                f"loss became {values[j]} at step {self.first_step + j}: " + self.lr_hint)
+        self.history.extend(values)
+        self.window, self.first_step = [], None
+        return values[-1]
+
+
+def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float = 1e-3,
+          weight_decay: float = 0.0, grad_clip: float | None = 1.0, optimizer=None, step_fn=None,
+          ema: EMA | None = None, generator: torch.Generator | None = None, checkpoint=None,
+          checkpoint_every: int | None = None, config: dict | None = None, amp: bool | None = None,
+          channels_last: bool | None = None, compile: bool = False, log_every: int = 100,
+          progress: bool = True, desc: str = "training") -> list:
+    """Train ``model`` until ``steps`` steps are done; return the loss of every step.
+
+    :param loss_fn: ``loss_fn(model, batch)`` returning a scalar loss (used by the default step;
+        may be None when ``step_fn`` is given).
     :param next_batch: ``next_batch(step)`` returning the batch for that step (tensors, or a
-        tuple/dict of tensors; they are moved to the model's device).
-    :param grad_clip: clip the gradient's global norm to this (None: no clipping).
+        tuple/dict of tensors; they are moved to the model's device unless already there).
+    :param optimizer: an optimizer, a dict of them (e.g. ``{"g": ..., "d": ...}`` for a GAN), or
+        a factory ``optimizer(model)`` returning either; default AdamW(lr, weight_decay).
+    :param step_fn: ``step_fn(model, batch, optimizer) -> loss`` doing one whole update (zero
+        the gradients, backward, step) and returning a detached scalar tensor or a dict of them;
+        default ``loss_step(loss_fn, grad_clip=grad_clip, amp=amp)``. A custom step does its own
+        autocast and clipping.
     :param ema: an ``EMA`` of the model, updated after every step (and checkpointed).
     :param generator: the generator that ``next_batch`` and ``loss_fn`` draw from; its state
         is checkpointed so a resumed run draws the same batches and noise.
     :param checkpoint: a file path. If it exists, training resumes from it; it is (re)written
         every ``checkpoint_every`` steps and at the end.
     :param amp, channels_last: bf16 autocast and channels_last memory; default on for CUDA.
+    :param log_every: read the losses from the device every this many steps (and at the end and
+        at checkpoints); a NaN or infinite loss stops the run at the next read, naming its step.
+    :returns: the history, one float per step (one dict per step for a step returning dicts).
+
+    What ``train`` does to ``model``, on purpose: it leaves it in eval mode, ready to sample, and
+    with ``channels_last`` (default on CUDA) it converts the model (and the EMA copy) to the
+    channels_last memory format in place, which changes no value.
     """
     steps = check_int("steps", steps, low=0)
     lr = check_float("lr", lr, low=0, low_open=True)
-    if grad_clip is not None:
-        grad_clip = check_float("grad_clip", grad_clip, low=0, low_open=True)
+    weight_decay = check_float("weight_decay", weight_decay, low=0)
+    log_every = check_int("log_every", log_every, low=1)
     if checkpoint_every is not None:
         checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=1)
-    if not callable(loss_fn) or not callable(next_batch):
-        raise TypeError("loss_fn and next_batch must be callables: loss_fn(model, batch), next_batch(step)")
+    if not callable(next_batch) or (step_fn is None and not callable(loss_fn)):
+        raise TypeError("loss_fn and next_batch must be callables: loss_fn(model, batch), next_batch(step) "
+                        "(loss_fn may be None when step_fn is given)")
+    if step_fn is not None and not callable(step_fn):
+        raise TypeError(f"step_fn must be callable as step_fn(model, batch, optimizer), got {type(step_fn).__name__}")
     device = next(model.parameters()).device
     cuda = device.type == "cuda"
     amp = cuda if amp is None else amp
     channels_last = cuda if channels_last is None else channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    history: list[float] = []
+        if ema is not None:
+            ema.model.to(memory_format=torch.channels_last)
+    if optimizer is None:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    elif isinstance(optimizer, (torch.optim.Optimizer, dict)):
+        opt = optimizer
+    elif callable(optimizer):
+        opt = optimizer(model)
+    else:
+        raise TypeError(f"optimizer must be an optimizer, a dict of them or a factory optimizer(model), "
+                        f"got {type(optimizer).__name__}")
+    step_fn = step_fn or loss_step(loss_fn, grad_clip=grad_clip, amp=amp)
+    history: list = []
     start = 0
     if checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint, map_location=device)
@@ -138,7 +238,7 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
                              + ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in clash.items())
                              + "); resume it with its own settings or pass a new checkpoint path")
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        _load_state(opt, state["optimizer"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         start, history = int(state["step"]), list(state["history"])
@@ -147,12 +247,15 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
         if generator is not None and state["rng"].get("generator") is not None:
             generator.set_state(state["rng"]["generator"].cpu())
+    log = _LossLog(history, f"try a lower lr (now {lr}), keep gradient clipping on (grad_clip={grad_clip}), "
+                            "turn off amp, or check the data for NaN/inf")
 
     def save(step):
+        log.flush()
         rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if cuda else None,
                "generator": generator.get_state() if generator is not None else None}
         save_checkpoint(checkpoint, {"model": model.state_dict(), "ema": ema.state_dict() if ema else None,
-                                     "optimizer": opt.state_dict(), "step": step, "history": history,
+                                     "optimizer": _state(opt), "step": step, "history": history,
                                      "config": dict(config or {}), "rng": rng})
 
     forward_model = torch.compile(model) if compile else model
@@ -160,25 +263,15 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
     bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
     for step in bar:
         batch = _to(next_batch(step), device, channels_last)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = loss_fn(forward_model, batch)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(
-                f"loss became {value} at step {step}: try a lower lr (now {lr}), keep gradient clipping on "
-                f"(grad_clip={grad_clip}), turn off amp, or check the data for NaN/inf")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
+        log.add(step, step_fn(forward_model, batch, opt))
         if ema is not None:
             ema.update(model)
-        history.append(value)
-        if step % 25 == 0 or step == steps - 1:
-            bar.set_postfix(loss=f"{value:.4f}")
+        if (step + 1) % log_every == 0 or step == steps - 1:
+            last = log.flush()
+            bar.set_postfix({k: f"{v:.4f}" for k, v in (last if isinstance(last, dict) else {"loss": last}).items()})
         if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
             save(step + 1)
+    log.flush()
     if checkpoint is not None and (start < steps or not os.path.exists(checkpoint)):
         save(max(start, steps))
     model.eval()
@@ -190,26 +283,36 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
 
 FASHION_RECIPES = {
     "tiny": {"unet": dict(base_channels=16, channel_mults=(1, 2), attention_levels=(1,)),
-             "batch_size": 32, "lr": 2e-3, "steps": 150, "ema_decay": 0.99, "subset": 2000, "prediction": "eps"},
+             "batch_size": 32, "lr": 2e-3, "steps": 150, "ema_decay": 0.99, "ema_warmup": 10, "subset": 2000,
+             "prediction": "eps"},
     # small: 16 channels at 28x28 and most parameters at 7x7 and 4x4, where a convolution costs
     # 16-49x less per parameter; 1.6x faster to train than (32, 64, 64) at the same size.
     "small": {"unet": dict(base_channels=16, channel_mults=(1, 2, 4, 4), attention_levels=(2, 3)),
-              "batch_size": 64, "lr": 1e-3, "steps": 3000, "ema_decay": 0.999, "subset": None, "prediction": "eps"},
+              "batch_size": 64, "lr": 1e-3, "steps": 3000, "ema_decay": 0.999, "ema_warmup": 150, "subset": None,
+              "prediction": "eps"},
     "full": {"unet": dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2,
                           attention_levels=(1, 2), dropout=0.1),
-             "batch_size": 128, "lr": 2e-4, "steps": 40000, "ema_decay": 0.9999, "subset": None, "prediction": "eps"},
+             "batch_size": 128, "lr": 2e-4, "steps": 40000, "ema_decay": 0.9999, "ema_warmup": 2000, "subset": None,
+             "prediction": "eps"},
 }
+# ema_warmup is 5% of each scale's steps (7% at tiny); after it the EMA averages with ema_decay,
+# a window of ~1 / (1 - ema_decay) steps: 100 at tiny, 1,000 at small, 10,000 at full.
 
 
 def train_fashion_mnist(scale: str | None = None, steps: int | None = None, checkpoint=None, seed: int = 0,
                         device=None, progress: bool = True, checkpoint_every: int = 500,
-                        prediction: str | None = None):
+                        prediction: str | None = None, compile: bool = False):
     """Train (or resume) the Fashion-MNIST DDPM of ``scale``; returns ``(model, ema, schedule, history)``.
 
     The schedule is DDPM's linear one (T = 1000). The model predicts ``prediction``: "eps", "x0"
     or "v" (default: the recipe's, "eps"; lesson 07 measures what "v" changes). Sample with the
     same ``prediction``. The config stored in the checkpoint is enough to rebuild the model
     (``model_from_checkpoint``) and names the prediction; resuming with another config is refused.
+
+    The data set lives on the training device and batches are indexed there. On a CPU every draw
+    (batch indices, t, noise) comes from one CPU generator seeded with ``seed``, so a run is
+    reproducible bit for bit; on an accelerator the generator lives on that device, so nothing is
+    drawn on the CPU and copied over. ``compile=True`` trains a ``torch.compile``d model.
     """
     from . import data, loss, schedules
     from .device import get_device, get_scale
@@ -222,27 +325,29 @@ def train_fashion_mnist(scale: str | None = None, steps: int | None = None, chec
                               loss.PREDICTIONS)
     device = torch.device(device) if device is not None else get_device()
     torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device).manual_seed(seed)
     images, _ = data.fashion_mnist("train")
     if recipe["subset"]:
         images = images[:recipe["subset"]]
+    images = images.to(device)
     s = schedules.linear(T=1000)
     model = UNet(in_channels=1, **recipe["unet"]).to(device)
-    ema = EMA(model, recipe["ema_decay"])
+    ema = EMA(model, recipe["ema_decay"], warmup=recipe["ema_warmup"])
     config = {"dataset": "fashion-mnist", "scale": scale, "seed": seed, "T": 1000, "schedule": "linear",
               "prediction": prediction,
               "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe["unet"].items()},
-              "batch_size": recipe["batch_size"], "lr": recipe["lr"]}
+              "batch_size": recipe["batch_size"], "lr": recipe["lr"], "ema_decay": recipe["ema_decay"],
+              "ema_warmup": recipe["ema_warmup"]}
 
     def next_batch(step):
-        return images[torch.randint(0, len(images), (recipe["batch_size"],), generator=g)]
+        return images[torch.randint(0, len(images), (recipe["batch_size"],), generator=g, device=device)]
 
     def loss_fn(m, x0):
         return loss.diffusion_loss(m, s, x0, prediction=prediction, generator=g)   # t and noise drawn on g
 
     history = train(model, loss_fn, next_batch, steps, lr=recipe["lr"], ema=ema, generator=g,
                     checkpoint=checkpoint, checkpoint_every=checkpoint_every if checkpoint else None,
-                    config=config, progress=progress, desc=f"DDPM on Fashion-MNIST ({scale})")
+                    config=config, progress=progress, compile=compile, desc=f"DDPM on Fashion-MNIST ({scale})")
     return model, ema, s, history
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_int
+from ._checks import check_float, check_int
 from .nets import timestep_embedding
 
 __all__ = ["ResBlock", "Attention", "UNet"]
@@ -41,6 +41,8 @@ class ResBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float = 0.0, groups: int = 8):
         super().__init__()
+        dropout = check_float("dropout", dropout, low=0, high=1, high_open=True)
+        groups = check_int("groups", groups, low=1)
         self.norm1 = nn.GroupNorm(min(groups, cin), cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Linear(emb_dim, cout)
@@ -62,6 +64,8 @@ class Attention(nn.Module):
 
     def __init__(self, channels: int, heads: int = 4, context_dim: int | None = None, groups: int = 8):
         super().__init__()
+        heads = check_int("heads", heads, low=1)
+        groups = check_int("groups", groups, low=1)
         if channels % heads:
             raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
         self.heads = heads
@@ -201,8 +205,7 @@ class UNet(nn.Module):
             h = self._run(block, h, emb, context)
             skips.append(h)
             record(f"down[{k}] " + "+".join(type(m).__name__ for m in block), h)
-        for layer in self.mid:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h, context)
+        h = self._run(self.mid, h, emb, context)
         record("middle ResBlock+Attention+ResBlock", h)
         for k, block in enumerate(self.up):
             if isinstance(block[0], ResBlock):

@@ -12,6 +12,7 @@ import torch
 from matplotlib.figure import Figure
 
 from . import schedules
+from ._checks import check_int
 from .data import sample_image
 from .forward import q_sample
 from .plots import figure_png, to_image
@@ -30,6 +31,7 @@ def _noised_row(s, image, noise, ts, axes):
 
 def schedule_figure(s, image, noise, n_images: int = 6) -> Figure:
     """alpha_bar and SNR curves over a row of the image noised at evenly spaced t."""
+    n_images = check_int("n_images", n_images, low=2)
     fig = Figure(figsize=(9, 4.2))
     grid = fig.add_gridspec(2, n_images, height_ratios=[1.4, 1])
     a1 = fig.add_subplot(grid[0, : n_images // 2])
@@ -48,6 +50,7 @@ def schedule_figure(s, image, noise, n_images: int = 6) -> Figure:
 
 def schedule_explorer(image: torch.Tensor | None = None, seed: int = 0) -> w.VBox:
     """Pick a schedule kind, T and the beta range; see alpha_bar, SNR and noised images."""
+    seed = check_int("seed", seed, low=0)
     image = sample_image(32) if image is None else image
     noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(seed))[None]
     controls = {
@@ -85,6 +88,7 @@ def schedule_explorer(image: torch.Tensor | None = None, seed: int = 0) -> w.VBo
 
 def timestep_slider(image: torch.Tensor | None = None, s=None, seed: int = 0) -> w.VBox:
     """Drag t and watch one image dissolve: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
+    seed = check_int("seed", seed, low=0)
     image = sample_image(32) if image is None else image
     s = schedules.linear() if s is None else s
     noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(seed))[None]

@@ -1,5 +1,7 @@
 import functools
+import gzip
 import http.server
+import os
 import shutil
 import socket
 import threading
@@ -69,7 +71,7 @@ def test_truncated_download_is_an_error_and_is_not_kept(isolated, server, monkey
     with pytest.raises(ValueError, match=img):
         data.fashion_mnist("test")
     cached = isolated / "cache" / "fashion-mnist"
-    assert not (cached / img).exists() and not list(cached.glob(".part-*"))
+    assert not (cached / img).exists() and not list(cached.glob(".*"))
 
 
 @needs_copy
@@ -84,6 +86,34 @@ def test_corrupt_local_copy_names_the_file(isolated, tmp_path, monkeypatch):
     monkeypatch.setenv("MINIDIFF_DATA", str(tmp_path / "mine"))
     with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz"):
         data.fashion_mnist("test")
+
+
+@needs_copy
+@pytest.mark.parametrize("where", ["local", "download"])
+def test_wrong_content_in_a_valid_gzip_is_caught_by_the_sha256(isolated, server, tmp_path, monkeypatch, where):
+    """One label changed and the file re-compressed: gzip reads it fine, only the SHA-256 check
+    can tell. Locally it is an error naming the file; downloaded, it is never kept."""
+    url, served = server
+    img, lab = data.FASHION_MNIST_FILES["test"]
+    raw = bytearray(gzip.decompress((OFFICIAL / lab).read_bytes()))
+    raw[100] = (raw[100] + 1) % 10
+    folder = tmp_path / "mine" / "fashion-mnist" if where == "local" else served
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(OFFICIAL / img, folder / img)
+    (folder / lab).write_bytes(gzip.compress(bytes(raw)))
+    if where == "local":
+        monkeypatch.setenv("MINIDIFF_DATA", str(tmp_path / "mine"))
+    else:
+        monkeypatch.setenv("MINIDIFF_FASHION_MNIST_URL", url)
+    with pytest.raises(ValueError, match=f"{lab}.*SHA-256"):
+        data.fashion_mnist("test")
+    if where == "download":
+        cached = isolated / "cache" / "fashion-mnist"
+        assert (cached / img).exists() and not (cached / lab).exists()
+        assert not [p for p in cached.iterdir() if p.name.startswith(".")]
+        mask = os.umask(0)
+        os.umask(mask)
+        assert ((cached / img).stat().st_mode & 0o777) == (0o666 & ~mask)   # a normal file's mode
 
 
 @needs_copy

@@ -1,4 +1,5 @@
 import pytest
+from hypothesis import given, settings, strategies as st
 import torch
 
 from minidiff import forward, schedules
@@ -71,7 +72,11 @@ def test_same_generator_same_noise():
     (torch.tensor([0.0, 1.0]), TypeError, "integer tensor"),
     (torch.tensor([1, 2, 3]), ValueError, "one timestep per sample"),
     (torch.tensor([[1, 2]]), ValueError, r"shape \(N,\)"),
-    ([1, 2], TypeError, "torch.Tensor"),
+    ([1, 2], TypeError, "an int or an integer tensor"),
+    (10, ValueError, r"t must be in \[0, 9\]"),
+    (-1, ValueError, r"t must be in \[0, 9\]"),
+    (True, TypeError, "an int or an integer tensor"),
+    (2.0, TypeError, "an int or an integer tensor"),
 ])
 def test_bad_t(t, err, match):
     s = schedules.linear(T=10)
@@ -85,3 +90,76 @@ def test_bad_noise_and_schedule():
         forward.q_sample(s, torch.zeros(2, 3), torch.tensor([1, 2]), torch.zeros(2, 4))
     with pytest.raises(TypeError, match="s must be a NoiseSchedule"):
         forward.q_sample("linear", torch.zeros(2, 3), torch.tensor([1, 2]))
+
+
+def test_an_int_t_is_the_same_timestep_for_the_whole_batch():
+    s = schedules.cosine(T=100)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    tt = torch.full((4,), 37)
+    torch.testing.assert_close(forward.q_sample(s, x0, 37, eps), forward.q_sample(s, x0, tt, eps))
+    xt = forward.q_sample(s, x0, tt, eps)
+    for name in ("x0_from_eps", "eps_from_x0", "x0_from_v", "eps_from_v", "v_from_x0_eps"):
+        f = getattr(forward, name)
+        torch.testing.assert_close(f(s, xt, 37, eps), f(s, xt, tt, eps))
+    mean_i, var_i = forward.q_mean_variance(s, x0, 37)
+    mean_t, var_t = forward.q_mean_variance(s, x0, tt)
+    torch.testing.assert_close(mean_i, mean_t)
+    torch.testing.assert_close(var_i, var_t)
+
+
+def test_schedule_tables_are_cast_then_moved_once():
+    """``s.at`` hands out each table in the caller's dtype, computed from float64, moved once."""
+    s = schedules.linear(T=1000)
+    like = torch.zeros(3, 2, dtype=torch.float32)
+    t = torch.tensor([0, 500, 999])
+    out = s.at("sqrt_alpha_bars", t, like)
+    assert out.dtype == torch.float32 and out.shape == (3, 1)
+    torch.testing.assert_close(out[:, 0], s.sqrt_alpha_bars[t].float(), rtol=0, atol=0)
+    s.at("sqrt_alpha_bars", t, like)
+    assert len(s._moved) == 1                                   # the second call reused the cast table
+    assert s.at("alpha_bars", 7, like) == s.alpha_bars[7].item()   # an int t reads the float64 table
+
+
+@settings(max_examples=30, deadline=None)
+@given(t=st.integers(0, 999), seed=st.integers(0, 10_000))
+def test_eps_x0_v_round_trips(t, seed):
+    g = torch.Generator().manual_seed(seed)
+    s = schedules.cosine(T=1000, max_beta=0.99)
+    x0 = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    eps = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    tt = torch.full((3,), t)
+    xt = forward.q_sample(s, x0, tt, eps)
+    tol = dict(rtol=1e-6, atol=1e-6 / max(s.sqrt_alpha_bars[t].item(), 1e-3))
+    torch.testing.assert_close(forward.eps_from_x0(s, xt, tt, x0), eps, **tol)
+    torch.testing.assert_close(forward.x0_from_eps(s, xt, tt, eps), x0, **tol)
+    v = forward.v_from_x0_eps(s, x0, tt, eps)
+    torch.testing.assert_close(forward.x0_from_v(s, xt, tt, v), x0, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(forward.eps_from_v(s, xt, tt, v), eps, rtol=1e-9, atol=1e-9)
+    for kind, out in (("eps", eps), ("x0", x0), ("v", v)):
+        x0_hat, eps_hat = forward.to_x0_eps(s, xt, tt, out, kind)
+        torch.testing.assert_close(x0_hat, x0, **tol)
+        torch.testing.assert_close(eps_hat, eps, **tol)
+
+
+def test_v_is_a_rotation_of_eps_and_x0():
+    """v = cos(phi) eps - sin(phi) x0 with cos(phi) = sqrt(abar): |v|^2 + |x_t|^2 = |eps|^2 + |x0|^2."""
+    s = schedules.linear(T=100)
+    x0, eps = torch.randn(5, 8, dtype=torch.float64), torch.randn(5, 8, dtype=torch.float64)
+    t = torch.arange(0, 100, 20)
+    xt = forward.q_sample(s, x0, t, eps)
+    v = forward.v_from_x0_eps(s, x0, t, eps)
+    torch.testing.assert_close(v.pow(2).sum(1) + xt.pow(2).sum(1), eps.pow(2).sum(1) + x0.pow(2).sum(1))
+
+
+def test_bad_conversion_input():
+    s = schedules.linear(T=10)
+    with pytest.raises(ValueError, match="eps must have the same shape as x_t"):
+        forward.x0_from_eps(s, torch.zeros(2, 2), torch.tensor([0, 1]), torch.zeros(2, 3))
+    z = schedules.linear(T=10).rescale_zero_terminal_snr()
+    with pytest.raises(ValueError, match="zero terminal"):
+        forward.x0_from_eps(z, torch.zeros(1, 2), torch.tensor([9]), torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="zero terminal"):
+        forward.x0_from_eps(z, torch.zeros(1, 2), 9, torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="unknown prediction 'score'"):
+        forward.to_x0_eps(s, torch.zeros(1, 2), 3, torch.zeros(1, 2), "score")

@@ -1,4 +1,5 @@
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from minidiff import analytic, data, reverse, samplers, schedules
 from minidiff.forward import q_sample
-from minidiff.loss import predict_eps
+from minidiff.forward import eps_from_x0
 
 
 def gaussian_product_posterior(s, x0, xt, t):
@@ -85,13 +86,27 @@ def test_timesteps_spacings():
     assert reverse.timesteps(10, 3, "trailing").tolist() == [9, 6, 2]
 
 
+@pytest.mark.parametrize("T", [7, 10, 100, 1000])
+def test_trailing_is_its_exact_definition(T):
+    """trailing: t_k = round(T (n - k) / n) - 1, halves rounded up, in exact rational arithmetic."""
+    for n in range(1, T + 1):
+        want = [math.floor(Fraction(T * (n - k), n) + Fraction(1, 2)) - 1 for k in range(n)]
+        got = reverse.timesteps(T, n, "trailing").tolist()
+        assert got == want, n
+        assert len(set(got)) == n and got[0] == T - 1
+
+
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
-@pytest.mark.parametrize("n", [1, 3, 10, 50, 999])
-def test_timesteps_match_diffusers(spacing, n):
+def test_timesteps_match_diffusers_where_the_definitions_agree(spacing):
+    """Every step count that divides T (the usual 10, 20, 50, 100, ...) for trailing, all of
+    them for leading and linspace. The trailing counts where diffusers' float arange departs
+    from the exact definition are listed in ``reverse.timesteps``' docstring."""
     diffusers = pytest.importorskip("diffusers")
     sched = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
-    sched.set_timesteps(n)
-    assert reverse.timesteps(1000, n, spacing).tolist() == sched.timesteps.tolist()
+    counts = [n for n in range(1, 1001) if 1000 % n == 0] if spacing == "trailing" else [1, 3, 10, 50, 333, 999]
+    for n in counts:
+        sched.set_timesteps(n)
+        assert reverse.timesteps(1000, n, spacing).tolist() == sched.timesteps.tolist(), n
 
 
 def mixture_model(T=100):
@@ -104,7 +119,7 @@ def test_ddpm_sampling_matches_diffusers(steps):
     diffusers = pytest.importorskip("diffusers")
     s, model = mixture_model(T=100)
     x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
-    ours = reverse.sample(model, s, (64, 2), "ddpm", steps=steps, x_T=x_T, spacing="leading",
+    ours = samplers.sample(model, s, (64, 2), "ddpm", steps=steps, x_T=x_T, spacing="leading",
                           generator=torch.Generator().manual_seed(5), progress=False)
     ref = diffusers.DDPMScheduler(num_train_timesteps=100, trained_betas=s.betas.numpy(), clip_sample=False,
                                   variance_type="fixed_small", timestep_spacing="leading")
@@ -120,7 +135,7 @@ def test_ddim_sampling_matches_diffusers(eta):
     diffusers = pytest.importorskip("diffusers")
     s, model = mixture_model(T=1000)
     x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
-    ours = reverse.sample(model, s, (64, 2), "ddim", steps=50, eta=eta, x_T=x_T, spacing="trailing",
+    ours = samplers.sample(model, s, (64, 2), "ddim", steps=50, eta=eta, x_T=x_T, spacing="trailing",
                           generator=torch.Generator().manual_seed(5), progress=False)
     ref = diffusers.DDIMScheduler(num_train_timesteps=1000, trained_betas=s.betas.numpy(), clip_sample=False,
                                   timestep_spacing="trailing", set_alpha_to_one=True)
@@ -138,7 +153,7 @@ def test_analytic_denoiser_recovers_the_mixture():
     g = torch.Generator().manual_seed(0)
     n = 4000
     for sampler, steps in (("ddpm", None), ("ddim", 50)):
-        x = reverse.sample(model, s, (n, 2), sampler, steps=steps, generator=g, progress=False)
+        x = samplers.sample(model, s, (n, 2), sampler, steps=steps, generator=g, progress=False)
         d = torch.cdist(x.double(), mix.means)
         k = d.argmin(1)
         weights = torch.bincount(k, minlength=3).double() / n
@@ -168,11 +183,11 @@ def test_analytic_eps_is_tweedie_of_the_true_score():
 
 def test_trajectory_and_reproducibility():
     s, model = mixture_model(T=100)
-    x, path = reverse.sample(model, s, (8, 2), "ddpm", steps=10, trajectory=True,
+    x, path = samplers.sample(model, s, (8, 2), "ddpm", steps=10, trajectory=True,
                              generator=torch.Generator().manual_seed(0), progress=False)
     assert path.shape == (11, 8, 2)
     assert torch.equal(path[-1], x)
-    again = reverse.sample(model, s, (8, 2), "ddpm", steps=10, generator=torch.Generator().manual_seed(0),
+    again = samplers.sample(model, s, (8, 2), "ddpm", steps=10, generator=torch.Generator().manual_seed(0),
                            progress=False)
     assert torch.equal(again, x)
 
@@ -192,18 +207,18 @@ def test_zero_terminal_snr_sampling_stays_finite():
         return ab.sqrt() * eps - (1 - ab).sqrt() * x0
 
     for sampler in ("ddpm", "ddim"):
-        x = reverse.sample(v_model, s, (500, 2), sampler, prediction="v",
+        x = samplers.sample(v_model, s, (500, 2), sampler, prediction="v",
                            generator=torch.Generator().manual_seed(0), progress=False)
         assert torch.isfinite(x).all()
         assert x.std().item() < 2
     with pytest.raises(ValueError, match="zero terminal"):
-        reverse.sample(eps_model, s, (5, 2), "ddpm", progress=False)
+        samplers.sample(eps_model, s, (5, 2), "ddpm", progress=False)
 
 
 def test_clip_x0_keeps_predictions_in_range():
     s = schedules.linear(T=10)
     wild = lambda x, t: torch.full_like(x, -50.0)  # noqa: E731  (an eps that implies a huge x0)
-    x = reverse.sample(wild, s, (4, 3), "ddim", clip_x0=1.0, generator=torch.Generator().manual_seed(0),
+    x = samplers.sample(wild, s, (4, 3), "ddim", clip_x0=1.0, generator=torch.Generator().manual_seed(0),
                        progress=False)
     assert x.abs().max() <= 1.0 + 1e-6
 
@@ -226,19 +241,19 @@ def test_bad_sample_arguments(kwargs, err, match):
     args.update(kwargs)
     shape = args.pop("shape")
     with pytest.raises(err, match=match):
-        reverse.sample(model, s, shape, progress=False, **args)
+        samplers.sample(model, s, shape, progress=False, **args)
 
 
 def test_bad_model_output_and_timesteps_args():
     s = schedules.linear(T=10)
     with pytest.raises(ValueError, match="model output must have shape"):
-        reverse.sample(lambda x, t: x[:, :1], s, (2, 2), progress=False)
+        samplers.sample(lambda x, t: x[:, :1], s, (2, 2), progress=False)
     with pytest.raises(ValueError, match=r"n must be in \[1, 10\]"):
         reverse.timesteps(10, 11)
     with pytest.raises(TypeError, match="T must be an int"):
         reverse.timesteps(10.0, 5)
     with pytest.raises(TypeError, match="model must be callable"):
-        reverse.sample(None, s, (2, 2))
+        samplers.sample(None, s, (2, 2))
 
 
 def test_predict_eps_used_after_clipping_is_consistent():
@@ -246,7 +261,7 @@ def test_predict_eps_used_after_clipping_is_consistent():
     x0 = torch.rand(2, 3) * 2 - 1
     xt = torch.randn(2, 3)
     t = torch.tensor([3, 9])
-    eps = predict_eps(s, xt, t, x0)
+    eps = eps_from_x0(s, xt, t, x0)
     out = reverse.p_mean_variance(s, eps, xt, t, clip_x0=1.0)
     torch.testing.assert_close(out["x0_hat"], x0, rtol=1e-5, atol=1e-5)
     assert np.isfinite(out["var"].numpy()).all()
@@ -258,7 +273,7 @@ def test_dpm_solver_pp_2m_matches_diffusers(sampler, algorithm, steps):
     diffusers = pytest.importorskip("diffusers")
     s, model = mixture_model(T=1000)
     x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
-    ours = reverse.sample(model, s, (64, 2), sampler, steps=steps, x_T=x_T, spacing="trailing",
+    ours = samplers.sample(model, s, (64, 2), sampler, steps=steps, x_T=x_T, spacing="trailing",
                           generator=torch.Generator().manual_seed(5), progress=False)
     ref = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, trained_betas=s.betas.numpy(),
                                                 algorithm_type=algorithm, solver_order=2,
@@ -273,7 +288,7 @@ def test_dpm_solver_pp_2m_matches_diffusers(sampler, algorithm, steps):
 def test_sde_dpm_solver_adds_noise():
     s, model = mixture_model(T=1000)
     x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
-    ode, sde = (reverse.sample(model, s, (64, 2), name, steps=20, x_T=x_T, progress=False,
+    ode, sde = (samplers.sample(model, s, (64, 2), name, steps=20, x_T=x_T, progress=False,
                                generator=torch.Generator().manual_seed(5)) for name in ("dpm++2m", "sde-dpm++2m"))
     assert (sde - ode).abs().max() > 0.1
 
@@ -286,8 +301,9 @@ def test_dpm_solver_first_order_step_is_ddim(stochastic, eta):
     x = torch.randn(4, 2, dtype=torch.float64)
     x0_hat = torch.randn(4, 2, dtype=torch.float64)
     i = 15
-    eps_hat = predict_eps(s, x, torch.full((4,), i), x0_hat)
-    dpm = samplers.DPMSolverPP2M(s, stochastic, generator=torch.Generator().manual_seed(1))(i, x, x0_hat, eps_hat)
+    eps_hat = eps_from_x0(s, x, torch.full((4,), i), x0_hat)
+    dpm, _ = samplers.dpm_solver_pp_2m_step(s, i, x, x0_hat, stochastic=stochastic,
+                                            generator=torch.Generator().manual_seed(1))
     ddim = samplers.ddim_step(s, i, x, x0_hat, eps_hat, eta=eta, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(dpm, ddim)
 
@@ -295,7 +311,116 @@ def test_dpm_solver_first_order_step_is_ddim(stochastic, eta):
 def test_dpm_solver_recovers_the_mixture_in_20_steps():
     mix = data.default_mixture()
     s = schedules.linear(T=1000)
-    x = reverse.sample(analytic.MixtureDenoiser(s, mix), s, (4000, 2), "dpm++2m", steps=20,
+    x = samplers.sample(analytic.MixtureDenoiser(s, mix), s, (4000, 2), "dpm++2m", steps=20,
                        generator=torch.Generator().manual_seed(0), progress=False)
     k = torch.cdist(x.double(), mix.means).argmin(1)
     assert torch.allclose(torch.bincount(k, minlength=3).double() / 4000, mix.weights, atol=0.03)
+
+
+def test_ddpm_step_large_variance_uses_beta():
+    s = schedules.linear(T=100)
+    x, x0_hat = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    i = 40
+    mean, _ = reverse.q_posterior(s, x0_hat, x, torch.full((4,), i))
+    z = torch.randn(4, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    for variance, var in (("small", s.posterior_variance[i]), ("large", s.betas[i])):
+        got = reverse.ddpm_step(s, i, x, x0_hat, generator=torch.Generator().manual_seed(7), variance=variance)
+        torch.testing.assert_close(got, mean + var.sqrt() * z)
+    assert s.betas[i] > 1.01 * s.posterior_variance[i]       # the two really differ at this step
+
+
+@pytest.mark.parametrize("variance", ["small", "large"])
+def test_ddpm_step_returns_the_mean_at_the_last_step(variance):
+    """DDPM Algorithm 2 adds no noise when t = 1 (here index 0): x_0 = mu, and no draw is made."""
+    s = schedules.linear(T=100)
+    x, x0_hat = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    before = g.get_state()
+    got = reverse.ddpm_step(s, 0, x, x0_hat, generator=g, variance=variance)
+    mean, _ = reverse.q_posterior(s, x0_hat, x, torch.zeros(4, dtype=torch.long))
+    assert torch.equal(got, mean)
+    torch.testing.assert_close(got, x0_hat)                  # at index 0 the posterior mean is x0_hat itself
+    assert torch.equal(g.get_state(), before)
+
+
+def test_ddim_rejects_eta_above_one_and_bools():
+    s = schedules.linear(T=100)
+    x = torch.randn(2, 2)
+    for bad in (1.5, -0.1):
+        with pytest.raises(ValueError, match=r"eta must be in \[0.0, 1.0\]"):
+            samplers.ddim_step(s, 10, x, x, x, eta=bad)
+        with pytest.raises(ValueError, match=r"eta must be in \[0.0, 1.0\]"):
+            samplers.sample(lambda x, t: x, s, (2, 2), "ddim", eta=bad, progress=False)
+    with pytest.raises(TypeError, match="eta must be a number"):
+        samplers.ddim_sigma(s, 10, True)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_clip_x0_takes_no_bool(clip):
+    """clip_x0=False once meant "clamp every x0_hat to [0, 0]"; a bool is now an error."""
+    s = schedules.linear(T=10)
+    with pytest.raises(TypeError, match="clip_x0 must be a number"):
+        samplers.sample(lambda x, t: x, s, (2, 2), "ddim", clip_x0=clip, progress=False)
+    with pytest.raises(TypeError, match="clip_x0 must be a number"):
+        reverse.p_mean_variance(s, torch.zeros(2, 2), torch.zeros(2, 2), 3, clip_x0=clip)
+
+
+class Counting:
+    """The analytic denoiser, counting its calls and recording the timesteps it is asked about."""
+
+    def __init__(self, model):
+        self.model, self.ts = model, []
+
+    def __call__(self, x, t):
+        self.ts.append(int(t[0]))
+        return self.model(x, t)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm++2m", "ddpm"])
+def test_the_loop_calls_the_model_at_the_chosen_timesteps(sampler):
+    s, model = mixture_model(T=1000)
+    counting = Counting(model)
+    samplers.sample(counting, s, (8, 2), sampler, steps=20, generator=torch.Generator().manual_seed(0),
+                    progress=False)
+    assert counting.ts == reverse.timesteps(1000, 20).tolist()
+
+
+def test_start_continues_a_trajectory_exactly():
+    """Starting at step k from the x a full run had there ends where the full run ends (DDIM is
+    deterministic), with steps - k model calls: what SDEdit needs."""
+    s, model = mixture_model(T=1000)
+    x_T = torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
+    full, path = samplers.sample(model, s, (16, 2), "ddim", steps=20, x_T=x_T, trajectory=True, progress=False)
+    counting = Counting(model)
+    part = samplers.sample(counting, s, (16, 2), "ddim", steps=20, x_T=path[7], start=7, progress=False)
+    torch.testing.assert_close(part, full)
+    assert counting.ts == reverse.timesteps(1000, 20)[7:].tolist()
+    with pytest.raises(ValueError, match="start=3 needs x_T"):
+        samplers.sample(model, s, (16, 2), "ddim", steps=20, start=3, progress=False)
+    with pytest.raises(ValueError, match=r"start must be in \[0, 19\]"):
+        samplers.sample(model, s, (16, 2), "ddim", steps=20, x_T=x_T, start=20, progress=False)
+
+
+def test_hook_sees_every_new_x_and_may_replace_it():
+    s, model = mixture_model(T=1000)
+    seen = []
+
+    def hook(x, t, x0_hat):
+        seen.append(t)
+        assert x0_hat.shape == x.shape
+        return torch.full_like(x, 0.5) if t == -1 else None      # replace only the final sample
+
+    out = samplers.sample(model, s, (8, 2), "dpm++2m", steps=10, hook=hook, progress=False,
+                          generator=torch.Generator().manual_seed(0))
+    assert seen == reverse.timesteps(1000, 10).tolist()[1:] + [-1]
+    assert torch.equal(out, torch.full((8, 2), 0.5))
+
+
+def test_dpm_solver_keeps_no_state_between_trajectories():
+    """Its memory lives in the loop: two calls with the same start give the same samples, and a
+    step with no memory is first order whatever came before."""
+    s, model = mixture_model(T=1000)
+    x_T = torch.randn(32, 2, generator=torch.Generator().manual_seed(2))
+    a = samplers.sample(model, s, (32, 2), "dpm++2m", steps=10, x_T=x_T, progress=False)
+    b = samplers.sample(model, s, (32, 2), "dpm++2m", steps=10, x_T=x_T, progress=False)
+    assert torch.equal(a, b)

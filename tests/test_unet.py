@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from minidiff.unet import Attention, UNet
+from minidiff.unet import Attention, ResBlock, UNet
 
 
 def small(**kw):
@@ -39,6 +39,16 @@ def test_zero_initialised_output_and_blocks_start_as_identity():
     u = small()
     out = u(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]))
     assert torch.count_nonzero(out) == 0       # conv_out starts at zero: the first prediction is 0
+    blocks = [m for m in u.modules() if isinstance(m, ResBlock)]
+    assert len(blocks) == 11            # 3 down, 2 middle, 6 up
+    for block in blocks:                       # each residual branch ends in a zero conv ...
+        assert torch.count_nonzero(block.conv2.weight) == 0 and torch.count_nonzero(block.conv2.bias) == 0
+        x = torch.randn(2, block.conv1.in_channels, 7, 7)
+        emb = torch.randn(2, block.emb.in_features)
+        torch.testing.assert_close(block(x, emb), block.skip(x))   # ... so the block starts as its skip path
+    for attn in (m for m in u.modules() if isinstance(m, Attention)):
+        x = torch.randn(2, attn.norm.num_channels, 4, 4)
+        torch.testing.assert_close(attn(x), x)  # attention's output projection starts at zero too
 
 
 def perturbed(u):

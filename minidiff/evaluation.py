@@ -1,0 +1,166 @@
+"""Evaluating generated images: a feature classifier, FID with its floor, sampler races.
+
+``metrics`` holds the maths; this module supplies what it measures. The features are the
+penultimate layer of a small CNN trained on the spot on the real images (no pretrained network
+can be downloaded here), so every FID is comparable within minidiff only, and always read next
+to its *floor*: the Fréchet distance between two independent sets of real images of the same
+size (``image_evaluator``).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._checks import check_float, check_int, check_tensor
+from .metrics import class_coverage, frechet_distance, precision_recall
+from .samplers import sample
+
+__all__ = ["FashionClassifier", "train_classifier", "accuracy", "features", "image_evaluator",
+           "fashion_mnist_evaluator", "evaluate_samples", "compare_samplers"]
+
+
+class FashionClassifier(nn.Module):
+    """A small CNN for images of ``in_channels`` x ``size`` x ``size`` (default 1 x 28 x 28, grey
+    Fashion-MNIST); ``features`` is its 128-d penultimate layer."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32, in_channels: int = 1, size: int = 28):
+        super().__init__()
+        w = check_int("width", width, low=1)
+        num_classes = check_int("num_classes", num_classes, low=1)
+        in_channels = check_int("in_channels", in_channels, low=1)
+        size = check_int("size", size, low=4)
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.Conv2d(2 * w, 2 * w, 3, padding=1),
+            nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * w * (size // 4) ** 2, 128), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(128, num_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, steps: int, batch_size: int = 128,
+                     lr: float = 2e-3, generator=None, progress: bool = True) -> FashionClassifier:
+    """Train a ``FashionClassifier`` on ``images`` (N, C, H, H) with Adam and random horizontal
+    flips; returns it in eval mode."""
+    steps = check_int("steps", steps, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    lr = check_float("lr", lr, low=0, low_open=True)
+    check_tensor("images", images)
+    if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"images must have shape (N, C, H, H), got {tuple(images.shape)}")
+    model = FashionClassifier(num_classes=int(labels.max()) + 1, in_channels=images.shape[1], size=images.shape[-1])
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    model.train()
+    for _ in tqdm(range(steps), desc="classifier", disable=not progress, leave=False):
+        idx = torch.randint(0, len(images), (batch_size,), generator=generator)
+        x, y = images[idx], labels[idx]
+        flip = torch.rand(batch_size, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def _batched(fn, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    return torch.cat([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def accuracy(model: FashionClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    return (_batched(model, images).argmax(1) == labels).float().mean().item()
+
+
+def features(model: FashionClassifier, images: torch.Tensor) -> torch.Tensor:
+    """Penultimate-layer features (N, 128) in float64."""
+    return _batched(model.features, images).double()
+
+
+def image_evaluator(train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,
+                    test_labels: torch.Tensor, classifier_steps: int, n_real: int, seed: int = 0,
+                    progress: bool = True) -> dict:
+    """Train the feature classifier and prepare the real side of every comparison.
+
+    Returns a dict with the ``classifier``, its test ``accuracy``, ``real`` features of
+    ``n_real`` test images, the ``image_shape`` (C, H, W) and ``num_classes``, and the real-vs-real
+    ``floor``: the Fréchet distance between ``n_real`` train and ``n_real`` test images — the
+    best any generator can score at that sample count.
+    """
+    n_real = check_int("n_real", n_real, low=2, high=min(len(train_images), len(test_images)))
+    seed = check_int("seed", seed, low=0)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    clf = train_classifier(train_images, train_labels, classifier_steps, generator=g, progress=progress)
+    pick = torch.randperm(len(train_images), generator=g)[:n_real]
+    real = features(clf, test_images[:n_real])
+    return {"classifier": clf, "accuracy": accuracy(clf, test_images, test_labels), "real": real,
+            "n_real": n_real, "image_shape": tuple(test_images.shape[1:]),
+            "num_classes": int(train_labels.max()) + 1,
+            "floor": frechet_distance(features(clf, train_images[pick]), real)}
+
+
+def fashion_mnist_evaluator(classifier_steps: int, n_real: int, seed: int = 0, progress: bool = True) -> dict:
+    """``image_evaluator`` on Fashion-MNIST: trained on the train split, real side from the test split."""
+    from . import data
+
+    x, y = data.fashion_mnist("train")
+    xt, yt = data.fashion_mnist("test")
+    return image_evaluator(x, y, xt, yt, classifier_steps, n_real, seed=seed, progress=progress)
+
+
+def evaluate_samples(evaluator: dict, samples: torch.Tensor) -> dict:
+    """FID (with its sample count and floor), precision, recall and class coverage of ``samples``."""
+    clf = evaluator["classifier"]
+    fake = features(clf, samples.cpu().clamp(-1, 1))
+    precision, recall = precision_recall(evaluator["real"], fake)
+    coverage = class_coverage(_batched(clf, samples.cpu().clamp(-1, 1)).argmax(1), evaluator["num_classes"])
+    return {"fid": frechet_distance(fake, evaluator["real"]), "samples": len(samples),
+            "floor": evaluator["floor"], "precision": precision, "recall": recall,
+            "covered": coverage["covered"], "max_share_ratio": coverage["max_share_ratio"],
+            "shares": coverage["shares"]}
+
+
+def compare_samplers(model, s, evaluator: dict, runs, n: int, batch_size: int = 100, seed: int = 0,
+                     prediction: str = "eps", device=None, progress: bool = True) -> list[dict]:
+    """Sample ``n`` images with each (sampler, steps) or (sampler, steps, eta) in ``runs`` from the
+    same starting noise and measure FID and wall-clock seconds per image. ``prediction`` is what
+    the model outputs ("eps", "x0" or "v"). Returns one row per run; its "name" reads like
+    "ddim 50" or "ddim 50, eta=1". Images have the evaluator's ``image_shape``."""
+    n = check_int("n", n, low=2)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    seed = check_int("seed", seed, low=0)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    rows = []
+    for sampler, steps, *eta in runs:
+        eta = eta[0] if eta else 0.0
+        g = torch.Generator().manual_seed(seed)           # the same x_T for every sampler
+        out, seconds = [], 0.0
+        for i in range(0, n, batch_size):
+            m = min(batch_size, n - i)
+            shape = (m, *evaluator["image_shape"])
+            x_T = torch.randn(shape, generator=g).to(device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            x = sample(model, s, shape, sampler=sampler, steps=steps, eta=eta, x_T=x_T, generator=g,
+                       prediction=prediction, clip_x0=1.0, progress=progress)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds += time.perf_counter() - start
+            out.append(x.cpu())
+        row = {"name": f"{sampler} {steps}" + (f", eta={eta:g}" if eta else ""), "sampler": sampler,
+               "steps": steps, "eta": eta, "seconds_per_image": seconds / n}
+        row.update({k: v for k, v in evaluate_samples(evaluator, torch.cat(out)).items() if k != "shares"})
+        rows.append(row)
+    return rows

@@ -1,0 +1,80 @@
+"""The evaluation helpers: the feature classifier, the evaluator, the sampler race."""
+import pytest
+import torch
+
+from minidiff import evaluation, schedules
+
+
+def test_classifier_learns_shapes_quickly(g):
+    """The classifier architecture can separate simple classes: a sanity check of the pipeline."""
+    from minidiff import data
+    imgs, _, attrs = data.shapes(600, size=28, generator=g)
+    x = imgs.mean(1, keepdim=True)
+    y = attrs["shape"]
+    torch.manual_seed(0)
+    model = evaluation.train_classifier(x[:500], y[:500], steps=150, batch_size=64, generator=g, progress=False)
+    assert evaluation.accuracy(model, x[500:], y[500:]) > 0.9
+    assert evaluation.features(model, x[:10]).shape == (10, 128)
+
+
+
+class PixelFeatures(torch.nn.Module):
+    """A stand-in classifier whose features are the 7x7-pooled pixels: far apart for different
+    images, equal for equal ones (an untrained CNN maps everything to nearly the same point)."""
+
+    def features(self, x):
+        return torch.nn.functional.avg_pool2d(x, 4).flatten(1)
+
+    def forward(self, x):
+        return self.features(x)[:, :10]
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_compare_samplers_runs_every_sampler_and_scores_it(g, prediction):
+    """With a 'model' that knows the answer (a constant x0), every sampler lands on it, so its FID
+    against copies of that image is near 0; a model that always predicts zero does not, and
+    scores far worse. Each run calls the model once per step per batch."""
+    target = torch.rand(1, 1, 28, 28, generator=g) * 2 - 1
+    s = schedules.linear(T=1000)
+    calls = []
+
+    class Oracle(torch.nn.Module):        # eps (or v) that points exactly at `target`
+        def __init__(self, know=True):
+            super().__init__()
+            self.p, self.know = torch.nn.Parameter(torch.zeros(1)), know
+
+        def forward(self, x, t):
+            calls.append(len(x))
+            ab = s.alpha_bars[t].float()[:, None, None, None]
+            eps = (x - ab.sqrt() * target) / (1 - ab).sqrt()
+            v = ab.sqrt() * eps - (1 - ab).sqrt() * target                 # Salimans & Ho 2022, §4
+            out = eps if prediction == "eps" else v
+            return out if self.know else torch.zeros_like(out)
+
+    clf = PixelFeatures()
+    real = evaluation.features(clf, target.expand(20, 1, 28, 28) + 0.05 * torch.randn(20, 1, 28, 28, generator=g))
+    evaluator = {"classifier": clf, "real": real, "floor": 0.0, "n_real": 20, "image_shape": (1, 28, 28),
+                 "num_classes": 10}
+    runs = [("ddpm", 10), ("ddim", 5), ("dpm++2m", 5), ("ddim", 5, 1.0), ("sde-dpm++2m", 5)]
+    rows = evaluation.compare_samplers(Oracle(), s, evaluator, runs, n=20, batch_size=8, prediction=prediction,
+                                       progress=False)
+    assert [(r["sampler"], r["steps"], r["eta"]) for r in rows] == [(*run, 0.0)[:3] for run in runs]
+    assert [r["name"] for r in rows][2:4] == ["dpm++2m 5", "ddim 5, eta=1"]
+    assert calls == [m for run in runs for m in (8, 8, 4) for _ in range(run[1])]
+    bad = evaluation.compare_samplers(Oracle(know=False), s, evaluator, [("ddim", 5)], n=20, batch_size=8,
+                                      prediction=prediction, progress=False)[0]
+    for r in rows:
+        assert r["samples"] == 20 and r["fid"] < 0.05 and r["precision"] == 1.0
+        assert r["fid"] < bad["fid"] / 100, (r["name"], r["fid"], bad["fid"])
+
+
+def test_image_evaluator_takes_its_shape_from_the_data(g):
+    """No 1x28x28 is assumed: a 3-channel 16x16 set gives a 3x16x16 evaluator with a floor."""
+    from minidiff import data
+    imgs, _, attrs = data.shapes(300, size=16, generator=g)
+    ev = evaluation.image_evaluator(imgs[:200], attrs["shape"][:200], imgs[200:], attrs["shape"][200:],
+                                    classifier_steps=20, n_real=50, progress=False)
+    assert ev["image_shape"] == (3, 16, 16) and ev["num_classes"] == 3 and ev["real"].shape == (50, 128)
+    assert ev["floor"] >= 0
+    scored = evaluation.evaluate_samples(ev, imgs[:50])
+    assert scored["samples"] == 50 and len(scored["shares"]) == 3
