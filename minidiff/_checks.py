@@ -59,7 +59,7 @@ def check_timesteps(t, T: int, batch: int | None = None, name: str = "t"):
     """Check ``t`` is an int in [0, T-1] (one timestep for a whole batch) or an integer tensor of
     shape (batch,) with values in [0, T-1].
 
-    The range of a tensor is read on the CPU; on an accelerator it is asserted on the device
+    The range of a tensor is read on the CPU; on CUDA it is asserted on the device
     (``torch._assert_async``) so that the check never waits for the GPU.
     """
     if isinstance(t, numbers.Integral) and not isinstance(t, bool):
@@ -75,7 +75,7 @@ def check_timesteps(t, T: int, batch: int | None = None, name: str = "t"):
                          f"got {tuple(t.shape)}")
     if not t.numel():
         return t
-    if t.device.type != "cpu":
+    if t.device.type == "cuda":
         torch._assert_async(((t >= 0) & (t <= T - 1)).all(), f"{name} must be in [0, {T - 1}] (T={T})")
         return t
     lo, hi = torch.aminmax(t)

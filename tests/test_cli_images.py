@@ -50,6 +50,22 @@ def test_train_resume_and_sample(tmp_path, monkeypatch):
     assert seen == ["v"]
 
 
+def test_cli_train_passes_compile(tmp_path, monkeypatch):
+    """--compile reaches training.train (compiling itself is exercised on a GPU, not here)."""
+    from minidiff import __main__ as cli
+    seen = {}
+
+    def fake_recipe(*args, **kw):
+        seen.update(kw)
+        return None, None, None, [0.5]
+
+    monkeypatch.setattr(training, "train_fashion_mnist", fake_recipe)
+    assert cli.main(["train", "--checkpoint", str(tmp_path / "c.pt"), "--compile", "--no-progress"]) == 0
+    assert seen["compile"] is True
+    assert cli.main(["train", "--checkpoint", str(tmp_path / "c.pt"), "--no-progress"]) == 0
+    assert seen["compile"] is False
+
+
 def test_cli_help_and_errors(tmp_path):
     for cmd in ("train", "sample"):
         r = run(cmd, "--help", cwd=tmp_path)
