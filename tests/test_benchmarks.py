@@ -1,0 +1,31 @@
+"""The benchmark scripts run end to end (at tiny size, writing nothing) and print their JSON."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from minidiff import data
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def last_json(*args):
+    r = subprocess.run([sys.executable, *args, "--no-write"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not (data.SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").exists(),
+                    reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
+def test_train_loop_benchmark_reports_both_rates():
+    out = last_json("benchmarks/train_loop.py", "--scale", "tiny", "--steps", "2", "--rounds", "1")
+    assert out["scale"] == "tiny" and out["raw_img_s"] > 0 and out["loop_img_s"] > 0
+    assert out["loop_fraction"] == pytest.approx(out["loop_img_s"] / out["raw_img_s"], rel=1e-2)
+
+
+def test_sampling_speed_benchmark_reports_both_rates():
+    out = last_json("benchmarks/sampling_speed.py", "--scale", "tiny", "--batch", "4", "--steps", "2", "--rounds", "1")
+    assert out["batch"] == 4 and out["fp32_ms_per_call"] > 0 and out["default_ms_per_call"] > 0
+    assert out["speedup"] == pytest.approx(out["fp32_ms_per_call"] / out["default_ms_per_call"], rel=1e-2)
