@@ -23,13 +23,13 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
 
-from minidiff import device, evaluation, loss, training  # noqa: E402
+from minidiff import device, evaluation, loss, recipes  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", choices=device.SCALES, default=None)
-    p.add_argument("--checkpoint", default=None, help="resume/load the model from here (trained if missing)")
+    p.add_argument("--checkpoint", default=None, help="resume/load the model from here instead of the model cache (trained if missing)")
     p.add_argument("--samples", type=int, default=None, help="images per run (default: by scale)")
     p.add_argument("--ddpm-steps", type=int, default=1000)
     p.add_argument("--steps", type=int, nargs="*", default=[10, 20, 50, 100])
@@ -40,11 +40,13 @@ def main(argv=None) -> int:
     scale = device.get_scale(args.scale)
     dev = device.get_device()
     n = args.samples or device.by_scale(64, 500, 5000, scale=scale)
-    recipe = training.FASHION_RECIPES[scale]
+    recipe = recipes.config("fashion-ddpm", scale)
     prediction = args.prediction or recipe["prediction"]
-    model, ema, s, history = training.train_fashion_mnist(scale, args.training_steps, checkpoint=args.checkpoint,
-                                                          device=dev, prediction=prediction)
-    evaluator = evaluation.fashion_mnist_evaluator(device.by_scale(100, 1500, 3000, scale=scale), n_real=n)
+    overrides = {"steps": args.training_steps} if args.training_steps else {}
+    model, ema, s, history, _ = recipes.load_or_train("fashion-ddpm", scale, checkpoint=args.checkpoint, device=dev,
+                                                      prediction=prediction, **overrides)
+    classifier = recipes.load_or_train("fashion-classifier", scale, device=dev)
+    evaluator = evaluation.fashion_mnist_evaluator(classifier, n_real=n)
     runs = ([("ddpm", args.ddpm_steps)] + [(name, k) for name in ("ddim", "dpm++2m") for k in args.steps]
             + [("ddim", k, 1.0) for k in args.steps] + [("sde-dpm++2m", k) for k in args.steps])
     rows = evaluation.compare_samplers(ema.model, s, evaluator, runs, n=n, prediction=prediction, device=dev,

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _machine import machine_info  # noqa: E402
 
-from minidiff import data, device, loss, schedules, training  # noqa: E402
+from minidiff import data, device, loss, recipes, schedules, training  # noqa: E402
 from minidiff.unet import UNet  # noqa: E402
 
 
@@ -55,14 +55,14 @@ def main(argv=None) -> int:
     cuda = dev.type == "cuda"
     scale = args.scale or ("full" if cuda else "small")
     steps = args.steps or (200 if cuda else 20)
-    recipe = training.FASHION_RECIPES[scale]
+    recipe = recipes.config("fashion-ddpm", scale)
     bs = recipe["batch_size"]
 
     torch.manual_seed(0)
     g = torch.Generator(dev).manual_seed(0)
     images = data.fashion_mnist("train")[0].to(dev)
     s = schedules.linear(T=1000)
-    model = UNet(in_channels=1, **recipe["unet"]).to(dev)
+    model = UNet(in_channels=1, **recipes.unet_kwargs(recipe)).to(dev)
     if cuda:
         model.to(memory_format=torch.channels_last)
     ema = training.EMA(model, recipe["ema_decay"], warmup=recipe["ema_warmup"])

@@ -32,13 +32,13 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
 
-from minidiff.training import FASHION_RECIPES  # noqa: E402
+from minidiff import recipes  # noqa: E402
 from minidiff.unet import UNet  # noqa: E402
 
 
 def minidiff_unet():
     """The U-Net of the ``small`` Fashion-MNIST recipe (lessons 06-07)."""
-    return UNet(in_channels=1, **FASHION_RECIPES["small"]["unet"])
+    return UNet(in_channels=1, **recipes.unet_kwargs(recipes.config("fashion-ddpm", "small")))
 
 
 def minidiff_unet_same_layout():

@@ -70,7 +70,7 @@ def sample_grid(args) -> int:
 
     from . import plots, samplers
     from .device import get_device
-    from .training import model_from_checkpoint
+    from .recipes import model_from_checkpoint
 
     if not os.path.exists(args.checkpoint):
         print(f"error: no checkpoint at {args.checkpoint}; make one with 'python -m minidiff train'", file=sys.stderr)
@@ -133,12 +133,13 @@ def main(argv=None) -> int:
     if getattr(args, "steps", 1) is not None and getattr(args, "steps", 1) < 1:
         parser.error("--steps must be >= 1")
     if args.command == "train":
-        from .training import train_fashion_mnist
+        from . import recipes
+        overrides = {k: v for k, v in (("steps", args.steps), ("prediction", args.prediction)) if v is not None}
         try:
-            _, _, _, history = train_fashion_mnist(args.scale, args.steps, args.checkpoint, args.seed,
-                                                   progress=not args.no_progress,
-                                                   checkpoint_every=args.checkpoint_every, prediction=args.prediction,
-                                                   compile=args.compile)
+            history = recipes.load_or_train("fashion-ddpm", args.scale, checkpoint=args.checkpoint, seed=args.seed,
+                                            progress=not args.no_progress, compile=args.compile,
+                                            checkpoint_every=args.checkpoint_every,
+                                            **overrides).history
         except ValueError as e:          # e.g. resuming a checkpoint with other settings
             print(f"error: {e}", file=sys.stderr)
             return 2

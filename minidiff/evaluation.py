@@ -29,6 +29,7 @@ class FashionClassifier(nn.Module):
 
     def __init__(self, num_classes: int = 10, width: int = 32, in_channels: int = 1, size: int = 28):
         super().__init__()
+        self.shape = {"num_classes": num_classes, "width": width, "in_channels": in_channels, "size": size}
         w = check_int("width", width, low=1)
         num_classes = check_int("num_classes", num_classes, low=1)
         in_channels = check_int("in_channels", in_channels, low=1)
@@ -47,23 +48,28 @@ class FashionClassifier(nn.Module):
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, steps: int, batch_size: int = 128,
-                     lr: float = 2e-3, generator=None, progress: bool = True) -> FashionClassifier:
-    """Train a ``FashionClassifier`` on ``images`` (N, C, H, H) with Adam and random horizontal
-    flips; returns it in eval mode."""
+                     lr: float = 2e-3, generator=None, device=None, progress: bool = True) -> FashionClassifier:
+    """Train a ``FashionClassifier`` on ``images`` (N, C, H, H) with Adam, a one-cycle learning rate
+    and random horizontal flips, on ``device`` (default: the images'); returns it in eval mode.
+    Batches are drawn on ``generator``'s device and indexed where the images live."""
     steps = check_int("steps", steps, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
     lr = check_float("lr", lr, low=0, low_open=True)
     check_tensor("images", images)
     if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
         raise ValueError(f"images must have shape (N, C, H, H), got {tuple(images.shape)}")
-    model = FashionClassifier(num_classes=int(labels.max()) + 1, in_channels=images.shape[1], size=images.shape[-1])
+    device = torch.device(device) if device is not None else images.device
+    images, labels = images.to(device), labels.to(device)
+    gen_device = generator.device if generator is not None else device
+    model = FashionClassifier(num_classes=int(labels.max()) + 1, in_channels=images.shape[1],
+                              size=images.shape[-1]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     model.train()
     for _ in tqdm(range(steps), desc="classifier", disable=not progress, leave=False):
-        idx = torch.randint(0, len(images), (batch_size,), generator=generator)
+        idx = torch.randint(0, len(images), (batch_size,), generator=generator, device=gen_device).to(device)
         x, y = images[idx], labels[idx]
-        flip = torch.rand(batch_size, generator=generator) < 0.5
+        flip = (torch.rand(batch_size, generator=generator, device=gen_device) < 0.5).to(device)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -73,58 +79,62 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, steps: int, bat
     return model.eval()
 
 
+def _device(model) -> torch.device:
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
 @torch.no_grad()
-def _batched(fn, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    return torch.cat([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+def _batched(fn, x: torch.Tensor, device, batch_size: int = 1000) -> torch.Tensor:
+    """``fn`` over ``x`` in chunks on ``device``; the result comes back to the CPU."""
+    return torch.cat([fn(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
 def accuracy(model: FashionClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
-    return (_batched(model, images).argmax(1) == labels).float().mean().item()
+    """The fraction of ``images`` the classifier labels correctly."""
+    return (_batched(model, images, _device(model)).argmax(1) == labels.cpu()).float().mean().item()
 
 
 def features(model: FashionClassifier, images: torch.Tensor) -> torch.Tensor:
-    """Penultimate-layer features (N, 128) in float64."""
-    return _batched(model.features, images).double()
+    """Penultimate-layer features (N, 128) in float64 on the CPU, computed on the model's device."""
+    return _batched(model.features, images, _device(model)).double()
 
 
-def image_evaluator(train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,
-                    test_labels: torch.Tensor, classifier_steps: int, n_real: int, seed: int = 0,
-                    progress: bool = True) -> dict:
-    """Train the feature classifier and prepare the real side of every comparison.
+def image_evaluator(classifier, train_images: torch.Tensor, test_images: torch.Tensor,
+                    test_labels: torch.Tensor, n_real: int, seed: int = 0) -> dict:
+    """Prepare the real side of every comparison with a trained feature ``classifier``.
 
-    Returns a dict with the ``classifier``, its test ``accuracy``, ``real`` features of
+    Returns a dict with the ``classifier``, its test ``accuracy``, ``real`` features of the first
     ``n_real`` test images, the ``image_shape`` (C, H, W) and ``num_classes``, and the real-vs-real
-    ``floor``: the Fréchet distance between ``n_real`` train and ``n_real`` test images — the
-    best any generator can score at that sample count.
+    ``floor``: the Fréchet distance between ``n_real`` random train images and those ``n_real``
+    test images — the best any generator can score at that sample count.
     """
     n_real = check_int("n_real", n_real, low=2, high=min(len(train_images), len(test_images)))
     seed = check_int("seed", seed, low=0)
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    clf = train_classifier(train_images, train_labels, classifier_steps, generator=g, progress=progress)
-    pick = torch.randperm(len(train_images), generator=g)[:n_real]
-    real = features(clf, test_images[:n_real])
-    return {"classifier": clf, "accuracy": accuracy(clf, test_images, test_labels), "real": real,
-            "n_real": n_real, "image_shape": tuple(test_images.shape[1:]),
-            "num_classes": int(train_labels.max()) + 1,
-            "floor": frechet_distance(features(clf, train_images[pick]), real)}
+    pick = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:n_real]
+    real = features(classifier, test_images[:n_real])
+    num_classes = int(test_labels.max()) + 1
+    return {"classifier": classifier, "accuracy": accuracy(classifier, test_images, test_labels), "real": real,
+            "n_real": n_real, "image_shape": tuple(test_images.shape[1:]), "num_classes": num_classes,
+            "floor": frechet_distance(features(classifier, train_images[pick]), real)}
 
 
-def fashion_mnist_evaluator(classifier_steps: int, n_real: int, seed: int = 0, progress: bool = True) -> dict:
-    """``image_evaluator`` on Fashion-MNIST: trained on the train split, real side from the test split."""
+def fashion_mnist_evaluator(classifier, n_real: int, seed: int = 0) -> dict:
+    """``image_evaluator`` on Fashion-MNIST: the floor from the train split, the real side from the
+    test split. The classifier comes from ``recipes.load_or_train("fashion-classifier")``."""
     from . import data
 
-    x, y = data.fashion_mnist("train")
+    x, _ = data.fashion_mnist("train")
     xt, yt = data.fashion_mnist("test")
-    return image_evaluator(x, y, xt, yt, classifier_steps, n_real, seed=seed, progress=progress)
+    return image_evaluator(classifier, x, xt, yt, n_real, seed=seed)
 
 
 def evaluate_samples(evaluator: dict, samples: torch.Tensor) -> dict:
     """FID (with its sample count and floor), precision, recall and class coverage of ``samples``."""
     clf = evaluator["classifier"]
-    fake = features(clf, samples.cpu().clamp(-1, 1))
+    samples = samples.clamp(-1, 1)
+    fake = features(clf, samples)
     precision, recall = precision_recall(evaluator["real"], fake)
-    coverage = class_coverage(_batched(clf, samples.cpu().clamp(-1, 1)).argmax(1), evaluator["num_classes"])
+    coverage = class_coverage(_batched(clf, samples, _device(clf)).argmax(1), evaluator["num_classes"])
     return {"fid": frechet_distance(fake, evaluator["real"]), "samples": len(samples),
             "floor": evaluator["floor"], "precision": precision, "recall": recall,
             "covered": coverage["covered"], "max_share_ratio": coverage["max_share_ratio"],

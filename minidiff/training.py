@@ -12,7 +12,8 @@ The EMA copy (Polyak averaging; used for sampling since DDPM, Appendix B) is
 
 so during the first ``warmup`` updates the average simply follows the weights (it forgets the
 random start), and from then on the configured ``decay`` is the one in force: its window is
-about 1 / (1 - decay) steps. The recipes set ``warmup`` to a small, stated part of training.
+about 1 / (1 - decay) steps. The recipes (``recipes.RECIPES``) set ``warmup`` to a small, stated
+part of training. What each lesson trains, and the cache of trained models, live in ``recipes``.
 
 On CUDA the loop uses bf16 autocast and channels_last memory; ``compile=True`` wraps the model
 in ``torch.compile``. It never waits for the GPU inside a step: losses stay on the device and are
@@ -31,7 +32,7 @@ import os
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import check_choice, check_float, check_int
+from ._checks import check_float, check_int
 from ._files import atomic_write
 
 __all__ = ["EMA", "train", "loss_step", "save_checkpoint", "load_checkpoint"]
@@ -276,89 +277,3 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
         save(max(start, steps))
     model.eval()
     return history
-
-
-# ---------------------------------------------------------------------------------------------
-# The image recipe shared by the CLI and lessons 06–07: a DDPM on Fashion-MNIST at each scale.
-
-FASHION_RECIPES = {
-    "tiny": {"unet": dict(base_channels=16, channel_mults=(1, 2), attention_levels=(1,)),
-             "batch_size": 32, "lr": 2e-3, "steps": 150, "ema_decay": 0.99, "ema_warmup": 10, "subset": 2000,
-             "prediction": "eps"},
-    # small: 16 channels at 28x28 and most parameters at 7x7 and 4x4, where a convolution costs
-    # 16-49x less per parameter; 1.6x faster to train than (32, 64, 64) at the same size.
-    "small": {"unet": dict(base_channels=16, channel_mults=(1, 2, 4, 4), attention_levels=(2, 3)),
-              "batch_size": 64, "lr": 1e-3, "steps": 3000, "ema_decay": 0.999, "ema_warmup": 150, "subset": None,
-              "prediction": "eps"},
-    "full": {"unet": dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2,
-                          attention_levels=(1, 2), dropout=0.1),
-             "batch_size": 128, "lr": 2e-4, "steps": 40000, "ema_decay": 0.9999, "ema_warmup": 2000, "subset": None,
-             "prediction": "eps"},
-}
-# ema_warmup is 5% of each scale's steps (7% at tiny); after it the EMA averages with ema_decay,
-# a window of ~1 / (1 - ema_decay) steps: 100 at tiny, 1,000 at small, 10,000 at full.
-
-
-def train_fashion_mnist(scale: str | None = None, steps: int | None = None, checkpoint=None, seed: int = 0,
-                        device=None, progress: bool = True, checkpoint_every: int = 500,
-                        prediction: str | None = None, compile: bool = False):
-    """Train (or resume) the Fashion-MNIST DDPM of ``scale``; returns ``(model, ema, schedule, history)``.
-
-    The schedule is DDPM's linear one (T = 1000). The model predicts ``prediction``: "eps", "x0"
-    or "v" (default: the recipe's, "eps"; lesson 07 measures what "v" changes). Sample with the
-    same ``prediction``. The config stored in the checkpoint is enough to rebuild the model
-    (``model_from_checkpoint``) and names the prediction; resuming with another config is refused.
-
-    The data set lives on the training device and batches are indexed there. On a CPU every draw
-    (batch indices, t, noise) comes from one CPU generator seeded with ``seed``, so a run is
-    reproducible bit for bit; on an accelerator the generator lives on that device, so nothing is
-    drawn on the CPU and copied over. ``compile=True`` trains a ``torch.compile``d model.
-    """
-    from . import data, loss, schedules
-    from .device import get_device, get_scale
-    from .unet import UNet
-
-    scale = get_scale(scale)
-    recipe = FASHION_RECIPES[scale]
-    steps = recipe["steps"] if steps is None else check_int("steps", steps, low=1)
-    prediction = check_choice("prediction", recipe["prediction"] if prediction is None else prediction,
-                              loss.PREDICTIONS)
-    device = torch.device(device) if device is not None else get_device()
-    torch.manual_seed(seed)
-    g = torch.Generator(device).manual_seed(seed)
-    images, _ = data.fashion_mnist("train")
-    if recipe["subset"]:
-        images = images[:recipe["subset"]]
-    images = images.to(device)
-    s = schedules.linear(T=1000)
-    model = UNet(in_channels=1, **recipe["unet"]).to(device)
-    ema = EMA(model, recipe["ema_decay"], warmup=recipe["ema_warmup"])
-    config = {"dataset": "fashion-mnist", "scale": scale, "seed": seed, "T": 1000, "schedule": "linear",
-              "prediction": prediction,
-              "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe["unet"].items()},
-              "batch_size": recipe["batch_size"], "lr": recipe["lr"], "ema_decay": recipe["ema_decay"],
-              "ema_warmup": recipe["ema_warmup"]}
-
-    def next_batch(step):
-        return images[torch.randint(0, len(images), (recipe["batch_size"],), generator=g, device=device)]
-
-    def loss_fn(m, x0):
-        return loss.diffusion_loss(m, s, x0, prediction=prediction, generator=g)   # t and noise drawn on g
-
-    history = train(model, loss_fn, next_batch, steps, lr=recipe["lr"], ema=ema, generator=g,
-                    checkpoint=checkpoint, checkpoint_every=checkpoint_every if checkpoint else None,
-                    config=config, progress=progress, compile=compile, desc=f"DDPM on Fashion-MNIST ({scale})")
-    return model, ema, s, history
-
-
-def model_from_checkpoint(path, use_ema: bool = True, device="cpu"):
-    """Rebuild the U-Net and schedule a ``train_fashion_mnist`` checkpoint describes."""
-    from . import schedules
-    from .unet import UNet
-
-    state = load_checkpoint(path, map_location=device)
-    cfg = state["config"]
-    model = UNet(in_channels=1, **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["unet"].items()})
-    weights = state["ema"]["model"] if use_ema and state.get("ema") else state["model"]
-    model.load_state_dict(weights)
-    return model.to(device).eval(), schedules.make(cfg["schedule"], T=cfg["T"]), cfg

@@ -72,8 +72,8 @@ def test_image_evaluator_takes_its_shape_from_the_data(g):
     """No 1x28x28 is assumed: a 3-channel 16x16 set gives a 3x16x16 evaluator with a floor."""
     from minidiff import data
     imgs, _, attrs = data.shapes(300, size=16, generator=g)
-    ev = evaluation.image_evaluator(imgs[:200], attrs["shape"][:200], imgs[200:], attrs["shape"][200:],
-                                    classifier_steps=20, n_real=50, progress=False)
+    clf = evaluation.train_classifier(imgs[:200], attrs["shape"][:200], steps=20, generator=g, progress=False)
+    ev = evaluation.image_evaluator(clf, imgs[:200], imgs[200:], attrs["shape"][200:], n_real=50)
     assert ev["image_shape"] == (3, 16, 16) and ev["num_classes"] == 3 and ev["real"].shape == (50, 128)
     assert ev["floor"] >= 0
     scored = evaluation.evaluate_samples(ev, imgs[:50])

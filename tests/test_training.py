@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from minidiff import loss, schedules, training
+from minidiff import loss, recipes, schedules, training
 from minidiff.unet import UNet
 
 
@@ -121,7 +121,7 @@ def test_ema_follows_the_weights_during_warmup_then_uses_its_decay():
 @pytest.mark.parametrize("scale", ["tiny", "small", "full"])
 def test_each_recipe_ends_with_its_configured_decay(scale):
     """The decay in force at the last step is the recipe's, after a warm-up of at most 10% of it."""
-    recipe = training.FASHION_RECIPES[scale]
+    recipe = recipes.config("fashion-ddpm", scale)
     model = torch.nn.Linear(1, 1)
     ema = training.EMA(model, recipe["ema_decay"], warmup=recipe["ema_warmup"])
     assert ema.decay_at(recipe["steps"] - 1) == recipe["ema_decay"]

@@ -1,0 +1,187 @@
+"""What the lessons train, per scale, in one table, and the cache that trains each thing once.
+
+``RECIPES`` names every trained model a lesson uses and its settings at each run scale. A lesson
+asks ``load_or_train(name)`` for one: the *full* config (the scale's settings, the seed and any
+override) is hashed into a file name in the user cache (``$MINIDIFF_CACHE``, else
+``~/.cache/minidiff``, folder ``models``). If that file holds a finished run, it is loaded; if it
+holds an interrupted one, training resumes from it exactly; otherwise the model is trained and
+the file written (atomically, every few hundred steps). A file is never served for another
+config: the name is the config's hash, and ``training.train`` checks the config inside it too.
+
+So no lesson reads a file another lesson wrote, yet a model two lessons share is trained once;
+deleting the cache changes how long a lesson takes, never what it shows.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import pathlib
+from typing import NamedTuple
+
+import torch
+
+from ._checks import check_choice, check_int
+from ._files import atomic_write
+from .device import get_device, get_scale
+
+__all__ = ["RECIPES", "config", "cache_path", "load_or_train", "DDPMRun", "unet_kwargs", "model_from_checkpoint"]
+
+RECIPES = {
+    # The Fashion-MNIST DDPM of lessons 06-07 (and the CLI): a U-Net predicting eps on DDPM's
+    # linear schedule (T = 1000). small: 16 channels at 28x28 and most parameters at 7x7 and 4x4,
+    # where a convolution costs 16-49x less per parameter. ema_warmup is 5% of the steps (7% at
+    # tiny); after it the EMA averages over ~1 / (1 - ema_decay) steps: 100, 1,000, 10,000.
+    "fashion-ddpm": {
+        "tiny": {"unet": {"base_channels": 16, "channel_mults": [1, 2], "attention_levels": [1]},
+                 "batch_size": 32, "lr": 2e-3, "steps": 150, "ema_decay": 0.99, "ema_warmup": 10, "subset": 2000,
+                 "prediction": "eps"},
+        "small": {"unet": {"base_channels": 16, "channel_mults": [1, 2, 4, 4], "attention_levels": [2, 3]},
+                  "batch_size": 64, "lr": 1e-3, "steps": 3000, "ema_decay": 0.999, "ema_warmup": 150, "subset": None,
+                  "prediction": "eps"},
+        "full": {"unet": {"base_channels": 64, "channel_mults": [1, 2, 2], "num_res_blocks": 2,
+                          "attention_levels": [1, 2], "dropout": 0.1},
+                 "batch_size": 128, "lr": 2e-4, "steps": 40000, "ema_decay": 0.9999, "ema_warmup": 2000,
+                 "subset": None, "prediction": "eps"},
+    },
+    # The feature classifier behind every FID (evaluation.FashionClassifier), trained on the
+    # Fashion-MNIST train split with Adam, one-cycle learning rate and random flips.
+    "fashion-classifier": {
+        "tiny": {"steps": 100, "batch_size": 128, "lr": 2e-3},
+        "small": {"steps": 1500, "batch_size": 128, "lr": 2e-3},
+        "full": {"steps": 3000, "batch_size": 128, "lr": 2e-3},
+    },
+}
+FIXED = {"fashion-ddpm": {"dataset": "fashion-mnist", "T": 1000, "schedule": "linear"},
+         "fashion-classifier": {"dataset": "fashion-mnist"}}
+
+
+def config(name: str, scale: str | None = None, **overrides) -> dict:
+    """The full config of recipe ``name`` at ``scale`` with ``overrides`` (any of the scale's keys,
+    or ``seed``, default 0): everything that decides what training produces."""
+    check_choice("recipe", name, RECIPES)
+    scale = get_scale(scale)
+    cfg = {"recipe": name, "scale": scale, "seed": 0, **FIXED[name], **copy.deepcopy(RECIPES[name][scale])}
+    unknown = sorted((set(overrides) - set(cfg)) | ({"recipe", "scale"} & set(overrides)))
+    if unknown:
+        allowed = sorted(set(cfg) - {"recipe", "scale"})
+        raise ValueError(f"recipe {name!r} has no setting {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    cfg.update(copy.deepcopy(overrides))
+    return cfg
+
+
+def cache_path(cfg: dict) -> pathlib.Path:
+    """Where the run of ``cfg`` lives in the user cache: its name carries a hash of the whole config."""
+    from .data import cache_dir
+
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "models" / f"{cfg['recipe']}-{cfg['scale']}-{digest}.pt"
+
+
+class DDPMRun(NamedTuple):
+    """A trained DDPM: the raw ``model``, its ``ema`` (sample with ``ema.model``), the ``schedule``,
+    the loss ``history`` and the ``config`` it was trained with."""
+    model: torch.nn.Module
+    ema: object
+    schedule: object
+    history: list
+    config: dict
+
+
+def unet_kwargs(cfg: dict) -> dict:
+    """The ``UNet`` keyword arguments a "fashion-ddpm" config names (its lists as tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["unet"].items()}
+
+
+def _train_fashion_ddpm(cfg, path, device, progress, compile=False, checkpoint_every=500) -> DDPMRun:
+    """DDPM Algorithm 1 on Fashion-MNIST with ``training.train``. The data set lives on the training
+    device and batches are indexed there. On a CPU every draw (batch indices, t, noise) comes from
+    one CPU generator seeded with the config's seed, so a run is reproducible bit for bit; on an
+    accelerator the generator lives on that device, so nothing is drawn on the CPU and copied over."""
+    from . import data, loss, schedules
+    from .training import EMA, train
+    from .unet import UNet
+
+    torch.manual_seed(cfg["seed"])
+    g = torch.Generator(device).manual_seed(cfg["seed"])
+    images = data.fashion_mnist("train")[0]
+    if cfg["subset"]:
+        images = images[:cfg["subset"]]
+    images = images.to(device)
+    s = schedules.make(cfg["schedule"], T=cfg["T"])
+    model = UNet(in_channels=1, **unet_kwargs(cfg)).to(device)
+    ema = EMA(model, cfg["ema_decay"], warmup=cfg["ema_warmup"])
+    bs = cfg["batch_size"]
+
+    def next_batch(step):
+        return images[torch.randint(0, len(images), (bs,), generator=g, device=device)]
+
+    def loss_fn(m, x0):
+        return loss.diffusion_loss(m, s, x0, prediction=cfg["prediction"], generator=g)   # t and noise drawn on g
+
+    identity = {k: v for k, v in cfg.items() if k != "steps"}      # a run may be resumed to more steps
+    history = train(model, loss_fn, next_batch, cfg["steps"], lr=cfg["lr"], ema=ema, generator=g, checkpoint=path,
+                    checkpoint_every=checkpoint_every, config=identity, progress=progress, compile=compile,
+                    desc=f"DDPM on Fashion-MNIST ({cfg['scale']})")
+    return DDPMRun(model, ema, s, history, cfg)
+
+
+def _train_fashion_classifier(cfg, path, device, progress, compile=False, checkpoint_every=None):
+    """The feature classifier: loaded from ``path`` if a finished run of this config is there, else
+    trained (a few minutes at most, so an interrupted run starts again) and saved."""
+    from . import data
+    from .evaluation import FashionClassifier, train_classifier
+    from .training import load_checkpoint
+
+    if path.exists():
+        state = load_checkpoint(path, map_location=device)
+        if state.get("config") != cfg:
+            raise ValueError(f"{path} holds a classifier of another config; delete it or pass another path")
+        model = FashionClassifier(**state["shape"]).to(device)
+        model.load_state_dict(state["model"])
+        return model.eval()
+    torch.manual_seed(cfg["seed"])
+    x, y = data.fashion_mnist("train")
+    model = train_classifier(x, y, cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                             generator=torch.Generator().manual_seed(cfg["seed"]), device=device, progress=progress)
+    with atomic_write(path) as f:
+        torch.save({"model": model.state_dict(), "config": cfg, "shape": model.shape}, f)
+    return model
+
+
+TRAINERS = {"fashion-ddpm": _train_fashion_ddpm, "fashion-classifier": _train_fashion_classifier}
+
+
+def load_or_train(name: str, scale: str | None = None, *, device=None, progress: bool = True, checkpoint=None,
+                  compile: bool = False, checkpoint_every: int = 500, **overrides):
+    """The trained model(s) of recipe ``name`` at ``scale`` (default: ``$MINIDIFF_SCALE``), from the
+    cache when a run of the same full config finished before, resumed when one was interrupted,
+    else trained now.
+
+    :param device: where to train and return the model (default ``device.get_device()``).
+    :param checkpoint: a file to use instead of the cache (the CLI's ``--checkpoint``).
+    :param compile: train a ``torch.compile``d model (not part of the config).
+    :param checkpoint_every: steps between the files an interrupted run resumes from.
+    :param overrides: settings of the recipe to change (``steps=4500``, ``prediction="v"``, ``seed=1``).
+    :returns: "fashion-ddpm": a ``DDPMRun``; "fashion-classifier": an ``evaluation.FashionClassifier``.
+    """
+    cfg = config(name, scale, **overrides)
+    device = torch.device(device) if device is not None else get_device()
+    path = pathlib.Path(checkpoint) if checkpoint is not None else cache_path(cfg)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=1)
+    return TRAINERS[name](cfg, path, device, progress, compile=compile, checkpoint_every=checkpoint_every)
+
+
+def model_from_checkpoint(path, use_ema: bool = True, device="cpu"):
+    """Rebuild the U-Net and schedule a "fashion-ddpm" checkpoint describes: ``(model, schedule, config)``."""
+    from . import schedules
+    from .training import load_checkpoint
+    from .unet import UNet
+
+    state = load_checkpoint(path, map_location=device)
+    cfg = state["config"]
+    model = UNet(in_channels=1, **unet_kwargs(cfg))
+    weights = state["ema"]["model"] if use_ema and state.get("ema") else state["model"]
+    model.load_state_dict(weights)
+    return model.to(device).eval(), schedules.make(cfg["schedule"], T=cfg["T"]), cfg
+

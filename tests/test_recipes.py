@@ -1,0 +1,95 @@
+"""The recipe table and the model cache: train once, serve the same run, resume, never mix configs."""
+import pytest
+import torch
+
+from minidiff import data, recipes
+from minidiff.device import SCALES
+
+needs_data = pytest.mark.skipif(
+    not (data.SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").exists(),
+    reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIDIFF_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "models"
+
+
+def test_every_recipe_has_every_scale():
+    for name, table in recipes.RECIPES.items():
+        assert set(table) == set(SCALES), name
+
+
+def test_config_and_its_cache_path(cache):
+    cfg = recipes.config("fashion-ddpm", "tiny")
+    assert cfg["scale"] == "tiny" and cfg["seed"] == 0 and cfg["steps"] == 150 and cfg["T"] == 1000
+    other = recipes.config("fashion-ddpm", "tiny", steps=3, seed=2)
+    assert other["steps"] == 3 and other["seed"] == 2 and other["unet"] == cfg["unet"]
+    assert recipes.cache_path(cfg) == recipes.cache_path(recipes.config("fashion-ddpm", "tiny"))
+    assert recipes.cache_path(cfg) != recipes.cache_path(other)
+    assert recipes.cache_path(cfg).parent == cache and recipes.cache_path(cfg).name.startswith("fashion-ddpm-tiny-")
+    with pytest.raises(ValueError, match=r"has no setting stepz; allowed: .*steps"):
+        recipes.config("fashion-ddpm", "tiny", stepz=3)
+    with pytest.raises(ValueError, match="unknown recipe 'gan'"):
+        recipes.config("gan", "tiny")
+    RECIPE = recipes.RECIPES["fashion-ddpm"]["tiny"]
+    other["unet"]["base_channels"] = 99                     # a config is a copy: the table is untouched
+    assert RECIPE["unet"]["base_channels"] == 16
+
+
+@needs_data
+def test_a_finished_run_is_served_from_the_cache(cache):
+    run = recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=3, progress=False)
+    assert len(run.history) == 3 and not run.model.training
+    path = recipes.cache_path(run.config)
+    stamp = path.stat().st_mtime_ns
+    again = recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=3, progress=False)
+    assert path.stat().st_mtime_ns == stamp                  # nothing trained, nothing written
+    assert again.history == run.history
+    for a, b in zip(run.ema.model.state_dict().values(), again.ema.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [p.name for p in cache.iterdir()] == [path.name]
+
+
+@needs_data
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(cache, tmp_path):
+    whole = recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=4, progress=False,
+                                  checkpoint=tmp_path / "whole.pt")
+    # what an interruption after step 2 leaves behind: the same run's checkpoint at step 2
+    cfg4 = recipes.config("fashion-ddpm", "tiny", steps=4)
+    recipes.TRAINERS["fashion-ddpm"](recipes.config("fashion-ddpm", "tiny", steps=2), recipes.cache_path(cfg4),
+                                     torch.device("cpu"), False)
+    path = recipes.cache_path(cfg4)
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 2
+    state["history"][0] = 123.0                              # a mark: a resumed run keeps the file's history
+    torch.save(state, path)
+    resumed = recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=4, progress=False)
+    assert resumed.history == [123.0] + whole.history[1:]
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@needs_data
+def test_a_file_of_another_config_is_never_served(cache):
+    mine = recipes.config("fashion-ddpm", "tiny", steps=2)
+    recipes.TRAINERS["fashion-ddpm"](recipes.config("fashion-ddpm", "tiny", steps=2, seed=1),
+                                     recipes.cache_path(mine), torch.device("cpu"), False)
+    with pytest.raises(ValueError, match="seed: 1 there, 0 here"):
+        recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=2, progress=False)
+
+
+@needs_data
+def test_the_classifier_is_trained_once(cache):
+    clf = recipes.load_or_train("fashion-classifier", "tiny", device="cpu", steps=5, progress=False)
+    path = recipes.cache_path(recipes.config("fashion-classifier", "tiny", steps=5))
+    stamp = path.stat().st_mtime_ns
+    again = recipes.load_or_train("fashion-classifier", "tiny", device="cpu", steps=5, progress=False)
+    assert path.stat().st_mtime_ns == stamp and not again.training
+    for a, b in zip(clf.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    other = recipes.cache_path(recipes.config("fashion-classifier", "tiny", steps=6))
+    other.write_bytes(path.read_bytes())                         # a file under the wrong name
+    with pytest.raises(ValueError, match="another config"):
+        recipes.load_or_train("fashion-classifier", "tiny", device="cpu", steps=6, progress=False)
