@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     recipe = recipes.config("fashion-ddpm", scale)
     prediction = args.prediction or recipe["prediction"]
     overrides = {"steps": args.training_steps} if args.training_steps else {}
-    model, ema, s, history, _ = recipes.load_or_train("fashion-ddpm", scale, checkpoint=args.checkpoint, device=dev,
+    model, ema, s, history, *_ = recipes.load_or_train("fashion-ddpm", scale, checkpoint=args.checkpoint, device=dev,
                                                       prediction=prediction, **overrides)
     classifier = recipes.load_or_train("fashion-classifier", scale, device=dev)
     evaluator = evaluation.fashion_mnist_evaluator(classifier, n_real=n)

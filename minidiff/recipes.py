@@ -80,12 +80,14 @@ def cache_path(cfg: dict) -> pathlib.Path:
 
 class DDPMRun(NamedTuple):
     """A trained DDPM: the raw ``model``, its ``ema`` (sample with ``ema.model``), the ``schedule``,
-    the loss ``history`` and the ``config`` it was trained with."""
+    the loss ``history``, the ``config`` it was trained with and the wall-clock ``seconds`` its
+    training took when it was trained (also when it now came from the cache)."""
     model: torch.nn.Module
     ema: object
     schedule: object
     history: list
     config: dict
+    seconds: float
 
 
 def unet_kwargs(cfg: dict) -> dict:
@@ -123,7 +125,8 @@ def _train_fashion_ddpm(cfg, path, device, progress, compile=False, checkpoint_e
     history = train(model, loss_fn, next_batch, cfg["steps"], lr=cfg["lr"], ema=ema, generator=g, checkpoint=path,
                     checkpoint_every=checkpoint_every, config=identity, progress=progress, compile=compile,
                     desc=f"DDPM on Fashion-MNIST ({cfg['scale']})")
-    return DDPMRun(model, ema, s, history, cfg)
+    seconds = float(torch.load(path, map_location="cpu", weights_only=True).get("seconds", float("nan")))
+    return DDPMRun(model, ema, s, history, cfg, seconds)
 
 
 def _train_fashion_classifier(cfg, path, device, progress, compile=False, checkpoint_every=None):

@@ -20,14 +20,15 @@ in ``torch.compile``. It never waits for the GPU inside a step: losses stay on t
 read every ``log_every`` steps (the NaN stop fires then, naming the step), the EMA is one fused
 ``torch._foreach_lerp_``. A checkpoint is one file written atomically, readable with
 ``torch.load(path, weights_only=True)``, holding the model, EMA, optimizer(s), step, loss
-history, config and every random state the loop uses, so a resumed run continues exactly where
-it stopped (bit for bit on CPU).
+history, config, every random state the loop uses and the wall-clock seconds spent training (summed
+over resumed parts), so a resumed run continues exactly where it stopped (bit for bit on CPU).
 """
 from __future__ import annotations
 
 import copy
 import math
 import os
+import time
 
 import torch
 from tqdm.auto import tqdm
@@ -229,7 +230,7 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
                         f"got {type(optimizer).__name__}")
     step_fn = step_fn or loss_step(loss_fn, grad_clip=grad_clip, amp=amp)
     history: list = []
-    start = 0
+    start, seconds_before = 0, 0.0
     if checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint, map_location=device)
         saved = state.get("config") or {}
@@ -243,6 +244,7 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         start, history = int(state["step"]), list(state["history"])
+        seconds_before = float(state.get("seconds", 0.0))
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if cuda and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
@@ -257,10 +259,12 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
                "generator": generator.get_state() if generator is not None else None}
         save_checkpoint(checkpoint, {"model": model.state_dict(), "ema": ema.state_dict() if ema else None,
                                      "optimizer": _state(opt), "step": step, "history": history,
-                                     "config": dict(config or {}), "rng": rng})
+                                     "config": dict(config or {}), "rng": rng,
+                                     "seconds": seconds_before + time.perf_counter() - started})
 
     forward_model = torch.compile(model) if compile else model
     model.train()
+    started = time.perf_counter()
     bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
     for step in bar:
         batch = _to(next_batch(step), device, channels_last)

@@ -57,7 +57,7 @@ def test_cli_train_passes_compile(tmp_path, monkeypatch):
 
     def fake_recipe(*args, **kw):
         seen.update(kw)
-        return recipes.DDPMRun(None, None, None, [0.5], {})
+        return recipes.DDPMRun(None, None, None, [0.5], {}, 0.0)
 
     monkeypatch.setattr(recipes, "load_or_train", fake_recipe)
     assert cli.main(["train", "--checkpoint", str(tmp_path / "c.pt"), "--compile", "--no-progress"]) == 0

@@ -41,12 +41,12 @@ def test_config_and_its_cache_path(cache):
 @needs_data
 def test_a_finished_run_is_served_from_the_cache(cache):
     run = recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=3, progress=False)
-    assert len(run.history) == 3 and not run.model.training
+    assert len(run.history) == 3 and not run.model.training and run.seconds > 0
     path = recipes.cache_path(run.config)
     stamp = path.stat().st_mtime_ns
     again = recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=3, progress=False)
     assert path.stat().st_mtime_ns == stamp                  # nothing trained, nothing written
-    assert again.history == run.history
+    assert again.history == run.history and again.seconds == run.seconds   # the time it took back then
     for a, b in zip(run.ema.model.state_dict().values(), again.ema.model.state_dict().values()):
         assert torch.equal(a, b)
     assert [p.name for p in cache.iterdir()] == [path.name]
