@@ -5,7 +5,8 @@
 
 Writes benchmarks/results/lesson_times_<scale>.json (seconds per lesson plus the machine) and
 prints a Markdown table. With --write the executed notebooks (outputs and widget state)
-replace the ones in lessons/: that is how the committed outputs are produced.
+replace the ones in lessons/: that is how the committed outputs are produced. Progress bars are
+left out of what is stored (a learner sees them live; a stored one would read "0%").
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import sys
 import time
 
@@ -21,6 +23,17 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+PROGRESS_BAR = re.compile(r"\d+%\|")
+
+
+def without_progress_bars(nb) -> None:
+    """Drop the tqdm progress-bar outputs (widgets whose text reads like "42%|####  | 420/1000")."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs
+                            if not PROGRESS_BAR.search(str(o.get("data", {}).get("text/plain", "")))]
 
 
 def run_lesson(path: pathlib.Path, scale: str, write: bool, timeout: int) -> float:
@@ -32,6 +45,7 @@ def run_lesson(path: pathlib.Path, scale: str, write: bool, timeout: int) -> flo
     client.execute()
     seconds = time.perf_counter() - start
     if write:
+        without_progress_bars(nb)
         nbformat.write(nb, path)
     return seconds
 

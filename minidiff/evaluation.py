@@ -142,11 +142,16 @@ def evaluate_samples(evaluator: dict, samples: torch.Tensor) -> dict:
 
 
 def compare_samplers(model, s, evaluator: dict, runs, n: int, batch_size: int = 100, seed: int = 0,
-                     prediction: str = "eps", device=None, progress: bool = True) -> list[dict]:
+                     prediction: str = "eps", device=None, progress: bool = True, clip_x0: float | None = 1.0,
+                     keep_images: bool = False) -> list[dict]:
     """Sample ``n`` images with each (sampler, steps) or (sampler, steps, eta) in ``runs`` from the
     same starting noise and measure FID and wall-clock seconds per image. ``prediction`` is what
     the model outputs ("eps", "x0" or "v"). Returns one row per run; its "name" reads like
-    "ddim 50" or "ddim 50, eta=1". Images have the evaluator's ``image_shape``."""
+    "ddim 50" or "ddim 50, eta=1". Images have the evaluator's ``image_shape``. Every x0_hat is
+    clamped to [-clip_x0, clip_x0] (None: no clamp). With ``keep_images`` each row also holds its
+    ``images`` (on the CPU). The same ``seed``, ``n`` and ``batch_size`` give the same starting
+    noise and the same per-step noise in every call, so two lessons that sample the same model
+    this way get the same images and the same FID."""
     n = check_int("n", n, low=2)
     batch_size = check_int("batch_size", batch_size, low=1)
     seed = check_int("seed", seed, low=0)
@@ -164,13 +169,16 @@ def compare_samplers(model, s, evaluator: dict, runs, n: int, batch_size: int = 
                 torch.cuda.synchronize()
             start = time.perf_counter()
             x = sample(model, s, shape, sampler=sampler, steps=steps, eta=eta, x_T=x_T, generator=g,
-                       prediction=prediction, clip_x0=1.0, progress=progress)
+                       prediction=prediction, clip_x0=clip_x0, progress=progress)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds += time.perf_counter() - start
             out.append(x.cpu())
         row = {"name": f"{sampler} {steps}" + (f", eta={eta:g}" if eta else ""), "sampler": sampler,
                "steps": steps, "eta": eta, "seconds_per_image": seconds / n}
-        row.update({k: v for k, v in evaluate_samples(evaluator, torch.cat(out)).items() if k != "shares"})
+        images = torch.cat(out)
+        row.update(evaluate_samples(evaluator, images))
+        if keep_images:
+            row["images"] = images
         rows.append(row)
     return rows

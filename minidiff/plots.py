@@ -131,18 +131,30 @@ def show_source(obj):
     return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")
 
 
-def animation_gif(frames: torch.Tensor, nrow: int = 8, ms_per_frame: int = 120, scale: int = 3) -> bytes:
+def animation_gif(frames: torch.Tensor, nrow: int = 8, ms_per_frame: int = 120, scale: int = 3,
+                  labels=None) -> bytes:
     """An animated GIF (bytes) of a trajectory of image batches (K, N, C, H, W) in [-1, 1];
-    show it with ``IPython.display.Image(data=..., format="gif")``."""
+    show it with ``IPython.display.Image(data=..., format="gif")``. ``labels``: one caption per
+    frame (e.g. "t = 999"), written in a strip above it."""
     ms_per_frame = check_int("ms_per_frame", ms_per_frame, low=1)
     scale = check_int("scale", scale, low=1)
-    from PIL import Image
+    if labels is not None and len(labels) != len(frames):
+        raise ValueError(f"labels must have one caption per frame ({len(frames)}), got {len(labels)}")
+    from PIL import Image, ImageDraw
 
     pictures = []
-    for batch in frames:
+    for k, batch in enumerate(frames):
         img = (to_image(image_grid(batch, nrow)) * 255).round().astype(np.uint8)
         pil = Image.fromarray(img)
-        pictures.append(pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST))
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+        if labels is not None:
+            framed = Image.new(pil.mode, (pil.width, pil.height + 14), (255,) * len(pil.getbands())
+                               if len(pil.getbands()) > 1 else 255)
+            framed.paste(pil, (0, 14))
+            ImageDraw.Draw(framed).text((3, 1), str(labels[k]), fill=(0,) * len(pil.getbands())
+                                        if len(pil.getbands()) > 1 else 0)
+            pil = framed
+        pictures.append(pil)
     buf = io.BytesIO()
     pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:], duration=ms_per_frame,
                      loop=0)

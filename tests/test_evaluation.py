@@ -57,7 +57,7 @@ def test_compare_samplers_runs_every_sampler_and_scores_it(g, prediction):
                  "num_classes": 10}
     runs = [("ddpm", 10), ("ddim", 5), ("dpm++2m", 5), ("ddim", 5, 1.0), ("sde-dpm++2m", 5)]
     rows = evaluation.compare_samplers(Oracle(), s, evaluator, runs, n=20, batch_size=8, prediction=prediction,
-                                       progress=False)
+                                       progress=False, keep_images=True)
     assert [(r["sampler"], r["steps"], r["eta"]) for r in rows] == [(*run, 0.0)[:3] for run in runs]
     assert [r["name"] for r in rows][2:4] == ["dpm++2m 5", "ddim 5, eta=1"]
     assert calls == [m for run in runs for m in (8, 8, 4) for _ in range(run[1])]
@@ -65,6 +65,8 @@ def test_compare_samplers_runs_every_sampler_and_scores_it(g, prediction):
                                       prediction=prediction, progress=False)[0]
     for r in rows:
         assert r["samples"] == 20 and r["fid"] < 0.05 and r["precision"] == 1.0
+        assert r["images"].shape == (20, 1, 28, 28)
+        torch.testing.assert_close(r["images"], target.expand(20, 1, 28, 28).clamp(-1, 1), atol=2e-3, rtol=0)
         assert r["fid"] < bad["fid"] / 100, (r["name"], r["fid"], bad["fid"])
 
 

@@ -49,3 +49,34 @@ def test_plots_return_figures():
     assert len(fig2.axes) == 3
     assert plots.figure_png(fig2)[:4] == b"\x89PNG"
     plt.close("all")
+
+
+def test_animation_gif_frames_and_labels():
+    import io
+
+    import pytest
+    from PIL import Image
+    frames = torch.rand(3, 2, 1, 8, 8) * 2 - 1
+    plain = Image.open(io.BytesIO(plots.animation_gif(frames, nrow=2, scale=2)))
+    labelled = Image.open(io.BytesIO(plots.animation_gif(frames, nrow=2, scale=2, labels=["t=9", "t=5", "x_0"])))
+    assert plain.n_frames == labelled.n_frames == 3
+    assert labelled.height == plain.height + 14 and labelled.width == plain.width     # a caption strip on top
+    with pytest.raises(ValueError, match="one caption per frame"):
+        plots.animation_gif(frames, labels=["only one"])
+
+
+def test_stored_lessons_drop_progress_bars_only():
+    import sys
+    import pathlib
+    import nbformat
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    from lesson_times import without_progress_bars
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    bar = nbformat.v4.new_output("display_data", data={"text/plain": "training:  42%|####  | 420/1000 [00:03<00:04]"})
+    slider = nbformat.v4.new_output("display_data", data={"text/plain": "VBox(children=(IntSlider(value=0),))"})
+    text = nbformat.v4.new_output("stream", text="3000 steps; loss 0.044\n")
+    cell.outputs = [bar, slider, text]
+    nb.cells = [cell]
+    without_progress_bars(nb)
+    assert cell.outputs == [slider, text]
