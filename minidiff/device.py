@@ -16,7 +16,8 @@ import torch
 
 from ._checks import check_choice, check_int
 
-__all__ = ["SCALES", "get_device", "get_scale", "by_scale", "sampling_batch_size", "seed_everything", "describe"]
+__all__ = ["SCALES", "get_device", "get_scale", "by_scale", "sampling_batch_size", "synchronize", "seed_everything",
+           "describe"]
 
 SCALES = ("tiny", "small", "full")
 
@@ -56,6 +57,16 @@ def sampling_batch_size(device) -> int:
     213 in batches of 200 (cache-bound); a GPU wants large batches.
     """
     return 100 if torch.device(device).type == "cpu" else 1000
+
+
+def synchronize(device) -> None:
+    """Wait until ``device`` has finished the work queued on it (CUDA and MPS run asynchronously),
+    so that a clock read afterwards times the work; nothing to wait for on a CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:

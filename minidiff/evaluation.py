@@ -16,11 +16,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._checks import check_float, check_int, check_tensor
+from .device import synchronize
 from .metrics import class_coverage, frechet_distance, precision_recall
 from .samplers import sample
 
 __all__ = ["FashionClassifier", "train_classifier", "accuracy", "features", "image_evaluator",
-           "fashion_mnist_evaluator", "evaluate_samples", "compare_samplers"]
+           "fashion_mnist_evaluator", "evaluate_samples", "draw_samples", "compare_samplers", "sampler_name"]
 
 
 class FashionClassifier(nn.Module):
@@ -141,44 +142,59 @@ def evaluate_samples(evaluator: dict, samples: torch.Tensor) -> dict:
             "shares": coverage["shares"]}
 
 
+def draw_samples(model, s, shape, n: int, sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0,
+                 batch_size: int = 100, seed: int = 0, prediction: str = "eps", device=None, progress: bool = True,
+                 clip_x0: float | None = 1.0) -> tuple[torch.Tensor, float]:
+    """``n`` images of ``shape`` (C, H, W) from ``samplers.sample``, ``batch_size`` at a time, and the
+    wall-clock seconds the sampling took per image. One CPU generator seeded with ``seed`` draws each
+    batch's starting noise and then its per-step noise, so the same ``seed``, ``n`` and
+    ``batch_size`` give the same x_T to every sampler, and the same images on the same device."""
+    n = check_int("n", n, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    seed = check_int("seed", seed, low=0)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    out, seconds = [], 0.0
+    for i in range(0, n, batch_size):
+        full = (min(batch_size, n - i), *shape)
+        x_T = torch.randn(full, generator=g).to(device)
+        synchronize(device)
+        start = time.perf_counter()
+        x = sample(model, s, full, sampler=sampler, steps=steps, eta=eta, x_T=x_T, generator=g,
+                   prediction=prediction, clip_x0=clip_x0, progress=progress)
+        synchronize(device)
+        seconds += time.perf_counter() - start
+        out.append(x.cpu())
+    return torch.cat(out), seconds / n
+
+
 def compare_samplers(model, s, evaluator: dict, runs, n: int, batch_size: int = 100, seed: int = 0,
                      prediction: str = "eps", device=None, progress: bool = True, clip_x0: float | None = 1.0,
                      keep_images: bool = False) -> list[dict]:
     """Sample ``n`` images with each (sampler, steps) or (sampler, steps, eta) in ``runs`` from the
-    same starting noise and measure FID and wall-clock seconds per image. ``prediction`` is what
-    the model outputs ("eps", "x0" or "v"). Returns one row per run; its "name" reads like
-    "ddim 50" or "ddim 50, eta=1". Images have the evaluator's ``image_shape``. Every x0_hat is
-    clamped to [-clip_x0, clip_x0] (None: no clamp). With ``keep_images`` each row also holds its
-    ``images`` (on the CPU). The same ``seed``, ``n`` and ``batch_size`` give the same starting
-    noise and the same per-step noise in every call, so two lessons that sample the same model
-    this way get the same images and the same FID."""
+    same starting noise (``draw_samples``) and measure FID and wall-clock seconds per image.
+    ``prediction`` is what the model outputs ("eps", "x0" or "v"). Returns one row per run; its
+    "name" reads like "ddim 50" or "ddim 50, eta=1". Images have the evaluator's ``image_shape``.
+    Every x0_hat is clamped to [-clip_x0, clip_x0] (None: no clamp). With ``keep_images`` each row
+    also holds its ``images`` (on the CPU). The same ``seed``, ``n`` and ``batch_size`` give the same
+    starting noise and the same per-step noise in every call, so two lessons that sample the same
+    model this way get the same images and the same FID."""
     n = check_int("n", n, low=2)
-    batch_size = check_int("batch_size", batch_size, low=1)
-    seed = check_int("seed", seed, low=0)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     rows = []
     for sampler, steps, *eta in runs:
         eta = eta[0] if eta else 0.0
-        g = torch.Generator().manual_seed(seed)           # the same x_T for every sampler
-        out, seconds = [], 0.0
-        for i in range(0, n, batch_size):
-            m = min(batch_size, n - i)
-            shape = (m, *evaluator["image_shape"])
-            x_T = torch.randn(shape, generator=g).to(device)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            x = sample(model, s, shape, sampler=sampler, steps=steps, eta=eta, x_T=x_T, generator=g,
-                       prediction=prediction, clip_x0=clip_x0, progress=progress)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds += time.perf_counter() - start
-            out.append(x.cpu())
-        row = {"name": f"{sampler} {steps}" + (f", eta={eta:g}" if eta else ""), "sampler": sampler,
-               "steps": steps, "eta": eta, "seconds_per_image": seconds / n}
-        images = torch.cat(out)
+        images, seconds_per_image = draw_samples(model, s, evaluator["image_shape"], n, sampler, steps, eta,
+                                                 batch_size=batch_size, seed=seed, prediction=prediction,
+                                                 device=device, progress=progress, clip_x0=clip_x0)
+        row = {"name": sampler_name(sampler, steps, eta), "sampler": sampler, "steps": steps, "eta": eta,
+               "seconds_per_image": seconds_per_image}
         row.update(evaluate_samples(evaluator, images))
         if keep_images:
             row["images"] = images
         rows.append(row)
     return rows
+
+
+def sampler_name(sampler: str, steps: int, eta: float = 0.0) -> str:
+    """How a run is named in tables: "ddim 50", "ddim 50, eta=1"."""
+    return f"{sampler} {steps}" + (f", eta={eta:g}" if eta else "")

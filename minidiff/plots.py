@@ -46,8 +46,9 @@ def image_grid(x: torch.Tensor, nrow: int = 8, pad: int = 1) -> torch.Tensor:
     return grid
 
 
-def show_images(x: torch.Tensor, nrow: int = 8, titles=None, ax=None, title: str | None = None):
-    """Show a batch (N, C, H, W) in [-1, 1] as a grid (or a row with ``titles``)."""
+def show_images(x: torch.Tensor, nrow: int = 8, titles=None, ax=None, title: str | None = None, row_labels=None):
+    """Show a batch (N, C, H, W) in [-1, 1] as a grid (or a row with ``titles``). ``row_labels``:
+    one name per row of the grid, written at its left."""
     if titles is not None:
         import matplotlib.pyplot as plt
         fig, axes = plt.subplots(1, len(x), figsize=(1.6 * len(x), 1.9))
@@ -56,9 +57,20 @@ def show_images(x: torch.Tensor, nrow: int = 8, titles=None, ax=None, title: str
             a.set_title(name, fontsize=8)
             a.axis("off")
         return fig
+    nrow = check_int("nrow", nrow, low=1)
+    rows = -(-len(x) // min(nrow, len(x)))
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"row_labels must name each of the grid's {rows} rows, got {len(row_labels)}")
     fig, ax = _axes(ax, figsize=(6, 6))
     ax.imshow(to_image(image_grid(x, nrow)), cmap="gray", vmin=0, vmax=1)
-    ax.axis("off")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if row_labels is not None:                  # the grid has a 1-pixel border between images
+        h = x.shape[-2]
+        ax.set_yticks([1 + r * (h + 1) + h / 2 for r in range(rows)], [str(s) for s in row_labels])
+        ax.tick_params(left=False)
     if title:
         ax.set_title(title)
     return fig

@@ -9,7 +9,9 @@ the file written (atomically, every few hundred steps). A file is never served f
 config: the name is the config's hash, and ``training.train`` checks the config inside it too.
 
 So no lesson reads a file another lesson wrote, yet a model two lessons share is trained once;
-deleting the cache changes how long a lesson takes, never what it shows.
+deleting the cache changes how long a lesson takes, never what it shows. ``load_or_sample`` does
+the same for the slow 1000-step samples of such a model (folder ``samples``), keyed by the model's
+config and every sampling setting, so two lessons that score the same model score the same images.
 """
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ import torch
 from ._checks import check_choice, check_int
 from ._files import atomic_write
 from .device import get_device, get_scale
+from .samplers import SAMPLERS
 
-__all__ = ["RECIPES", "config", "cache_path", "load_or_train", "DDPMRun", "unet_kwargs", "model_from_checkpoint"]
+__all__ = ["RECIPES", "config", "cache_path", "load_or_train", "DDPMRun", "unet_kwargs", "model_from_checkpoint",
+           "Samples", "load_or_sample"]
 
 RECIPES = {
     # The Fashion-MNIST DDPM of lessons 06-07 (and the CLI): a U-Net predicting eps on DDPM's
@@ -52,6 +56,7 @@ RECIPES = {
         "full": {"steps": 3000, "batch_size": 128, "lr": 2e-3},
     },
 }
+IMAGE_SHAPE = {"fashion-ddpm": (1, 28, 28)}        # what a DDPM recipe's model generates
 FIXED = {"fashion-ddpm": {"dataset": "fashion-mnist", "T": 1000, "schedule": "linear"},
          "fashion-classifier": {"dataset": "fashion-mnist"}}
 
@@ -173,6 +178,55 @@ def load_or_train(name: str, scale: str | None = None, *, device=None, progress:
     path = pathlib.Path(checkpoint) if checkpoint is not None else cache_path(cfg)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=1)
     return TRAINERS[name](cfg, path, device, progress, compile=compile, checkpoint_every=checkpoint_every)
+
+
+class Samples(NamedTuple):
+    """Images drawn from a cached model: ``images`` (on the CPU), the ``seconds_per_image`` the
+    sampling took when it ran (also when they now came from the cache) and the ``config`` (the
+    model's and the sampling's settings) they are keyed by."""
+    images: torch.Tensor
+    seconds_per_image: float
+    config: dict
+
+
+def load_or_sample(name: str = "fashion-ddpm", scale: str | None = None, *, n: int, weights: str = "ema",
+                   sampler: str = "ddpm", steps: int = 1000, eta: float = 0.0, batch_size: int = 100, seed: int = 0,
+                   clip_x0: float | None = 1.0, device=None, progress: bool = True, overrides: dict | None = None) -> Samples:
+    """``n`` samples of recipe ``name``'s trained model, drawn once and then served from the cache.
+
+    The images are ``evaluation.draw_samples`` of the model ``load_or_train(name, scale, **overrides)``
+    returns (``overrides``: a dict of recipe settings, such as ``{"steps": 4500}``) (its ``weights``: "ema" or "raw"), so they are exactly what ``evaluation.compare_samplers``
+    draws with the same ``sampler``, ``steps``, ``eta``, ``n``, ``batch_size`` and ``seed``. The key is
+    the model's full config, these settings and the device type (a GPU samples in bfloat16, so its
+    images differ from a CPU's): two lessons asking for the same samples get the same images, and
+    the second one pays nothing for the 1000-step sampler.
+    """
+    from .data import cache_dir
+    from .evaluation import draw_samples
+
+    check_choice("name", name, [k for k in RECIPES if k.endswith("-ddpm")])
+    check_choice("weights", weights, ("ema", "raw"))
+    check_choice("sampler", sampler, SAMPLERS)
+    device = torch.device(device) if device is not None else get_device()
+    overrides = overrides or {}
+    cfg = {"model": config(name, scale, **overrides), "weights": weights, "sampler": sampler, "steps": steps,
+           "eta": float(eta), "n": check_int("n", n, low=1), "batch_size": check_int("batch_size", batch_size, low=1),
+           "seed": check_int("seed", seed, low=0), "clip_x0": clip_x0, "device": device.type}
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "samples" / f"{name}-{cfg['model']['scale']}-{digest}.pt"
+    if path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["config"] != cfg:
+            raise ValueError(f"{path} holds samples of another config; delete it")
+        return Samples(state["images"], state["seconds_per_image"], cfg)
+    run = load_or_train(name, scale, device=device, progress=progress, **overrides)
+    model = run.ema.model if weights == "ema" else run.model
+    images, seconds = draw_samples(model, run.schedule, IMAGE_SHAPE[name], n, sampler, steps, eta, batch_size=batch_size,
+                                   seed=seed, prediction=run.config["prediction"], device=device, progress=progress,
+                                   clip_x0=clip_x0)
+    with atomic_write(path) as f:
+        torch.save({"images": images, "seconds_per_image": seconds, "config": cfg}, f)
+    return Samples(images, seconds, cfg)
 
 
 def model_from_checkpoint(path, use_ema: bool = True, device="cpu"):

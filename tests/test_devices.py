@@ -60,3 +60,16 @@ def test_train_and_sample_on_the_device(dev):
     for sampler in samplers.SAMPLERS:
         x = samplers.sample(ema.model, s, (4, 1, 8, 8), sampler, steps=5, generator=g, progress=False)
         assert x.device.type == dev.type and torch.isfinite(x).all()
+
+
+def test_draw_samples_on_the_device_times_the_work(dev):
+    """draw_samples waits for the device (device.synchronize) before it reads the clock, returns
+    the images on the CPU, and draws the same starting noise on every device."""
+    torch.manual_seed(0)
+    model = UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), attention_levels=(1,)).to(dev).eval()
+    s = schedules.linear(T=50)
+    images, seconds = evaluation.draw_samples(model, s, (1, 8, 8), 5, "ddim", 3, batch_size=2, progress=False)
+    assert images.shape == (5, 1, 8, 8) and images.device.type == "cpu" and seconds > 0
+    on_cpu, _ = evaluation.draw_samples(model.cpu(), s, (1, 8, 8), 5, "ddim", 3, batch_size=2, progress=False)
+    tol = 0.0 if dev.type == "cpu" else 0.1                # a GPU samples in bfloat16
+    assert (images - on_cpu).abs().max() <= tol

@@ -93,3 +93,44 @@ def test_the_classifier_is_trained_once(cache):
     other.write_bytes(path.read_bytes())                         # a file under the wrong name
     with pytest.raises(ValueError, match="another config"):
         recipes.load_or_train("fashion-classifier", "tiny", device="cpu", steps=6, progress=False)
+
+
+
+@needs_data
+def test_samples_are_drawn_once_and_equal_what_compare_samplers_draws(cache):
+    from minidiff import evaluation
+
+    kw = dict(n=5, sampler="ddim", steps=4, eta=1.0, batch_size=3, seed=2, device="cpu", progress=False,
+              overrides={"steps": 3, "ema_warmup": 1})        # after the warm-up the EMA differs from raw
+    got = recipes.load_or_sample("fashion-ddpm", "tiny", **kw)
+    assert got.images.shape == (5, 1, 28, 28) and got.images.device.type == "cpu" and got.seconds_per_image > 0
+    files = list((cache.parent / "samples").iterdir())
+    assert len(files) == 1 and files[0].name.startswith("fashion-ddpm-tiny-")
+    stamp = files[0].stat().st_mtime_ns
+    again = recipes.load_or_sample("fashion-ddpm", "tiny", **kw)
+    assert files[0].stat().st_mtime_ns == stamp and torch.equal(again.images, got.images)
+    assert again.seconds_per_image == got.seconds_per_image          # the time it took back then
+    # the same images compare_samplers draws from the same model, noise seed and batches
+    run = recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=3, ema_warmup=1, progress=False)
+    mine, _ = evaluation.draw_samples(run.ema.model, run.schedule, (1, 28, 28), 5, "ddim", 4, 1.0, batch_size=3,
+                                      seed=2, progress=False)
+    assert torch.equal(mine, got.images)
+    # raw weights, another seed or another batch size are other samples
+    for change in ({"weights": "raw"}, {"seed": 3}, {"batch_size": 5}):
+        other = recipes.load_or_sample("fashion-ddpm", "tiny", **{**kw, **change})
+        assert not torch.equal(other.images, got.images), change
+    assert len(list((cache.parent / "samples").iterdir())) == 4
+
+
+def test_load_or_sample_refuses_bad_settings(cache):
+    with pytest.raises(ValueError, match="unknown weights 'best'; allowed: ema, raw"):
+        recipes.load_or_sample("fashion-ddpm", "tiny", n=2, weights="best")
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        recipes.load_or_sample("fashion-ddpm", "tiny", n=2, sampler="euler")
+    with pytest.raises(ValueError, match="unknown name 'fashion-classifier'"):
+        recipes.load_or_sample("fashion-classifier", "tiny", n=2)
+    with pytest.raises(ValueError, match="n must be"):
+        recipes.load_or_sample("fashion-ddpm", "tiny", n=0)
+    with pytest.raises(ValueError, match="has no setting stepz"):
+        recipes.load_or_sample("fashion-ddpm", "tiny", n=2, overrides={"stepz": 1})
+    assert not (cache.parent / "samples").exists()                   # nothing drawn, nothing written

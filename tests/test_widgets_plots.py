@@ -51,6 +51,18 @@ def test_plots_return_figures():
     plt.close("all")
 
 
+def test_image_grid_rows_are_labelled_at_their_centres():
+    import matplotlib.pyplot as plt
+    import pytest
+    fig = plots.show_images(torch.zeros(6, 1, 4, 4), nrow=3, row_labels=["DDPM", "DDIM 10"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["DDPM", "DDIM 10"]
+    assert list(ax.get_yticks()) == [3.0, 8.0]                # 1 px border, 4 px images: centres at 1+2, 6+2
+    with pytest.raises(ValueError, match="row_labels must name each of the grid's 2 rows, got 1"):
+        plots.show_images(torch.zeros(6, 1, 4, 4), nrow=3, row_labels=["one"])
+    plt.close("all")
+
+
 def test_animation_gif_frames_and_labels():
     import io
 
