@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import minidiff
-from minidiff import (evaluation, forward, loss, metrics, nets, physics, plots, reverse, samplers, schedules,
+from minidiff import (autoencoder, evaluation, forward, loss, metrics, nets, physics, plots, reverse, samplers, schedules,
                       training, unet, widgets)
 
 PACKAGE = pathlib.Path(minidiff.__file__).parent
@@ -120,6 +120,11 @@ x2 = torch.zeros(2, 2)
     ("dpi", lambda b: plots.figure_png(None, dpi=b)),
     ("seed", lambda b: widgets.timestep_slider(seed=b)),
     ("theta", lambda b: physics.ou_process(x2, 3, theta=b)),
+    ("latent_channels", lambda b: autoencoder.AutoEncoder(latent_channels=b)),
+    ("kl_weight", lambda b: autoencoder.vae_loss(autoencoder.AutoEncoder(base_channels=8), torch.zeros(1, 1, 8, 8),
+                                                 kl_weight=b)),
+    ("scale", lambda b: autoencoder.LatentSpace(None, b)),
+    ("n", lambda b: evaluation.draw_samples(lambda x, t: x, s10, (1, 2, 2), b, progress=False)),
 ])
 @pytest.mark.parametrize("flag", [True, False])
 def test_no_bool_where_a_number_is_meant(name, call, flag):
