@@ -2,11 +2,13 @@
 
     python -m minidiff demo [--out PATH]
     python -m minidiff train --dataset fashion-mnist --scale small --steps N --checkpoint PATH [--seed S] [--compile]
+                             [--model pixel|latent]
     python -m minidiff sample --checkpoint PATH --sampler ddim --steps 50 --out grid.png
 
 ``demo`` trains a small noise-prediction MLP on an embedded 2-D data set (no download), then
 writes one PNG: the data, the data being noised, and samples drawn by the reverse process.
-``train`` trains (or resumes) the image DDPM; ``sample`` draws a grid from a checkpoint.
+``train`` trains (or resumes) the image DDPM, in pixels or (``--model latent``) in the latent
+space of the recipe's autoencoder; ``sample`` draws a grid from either kind of checkpoint.
 """
 from __future__ import annotations
 
@@ -70,17 +72,26 @@ def sample_grid(args) -> int:
 
     from . import plots, samplers
     from .device import get_device
-    from .recipes import model_from_checkpoint
+    from .recipes import latent_space_from_checkpoint, model_from_checkpoint
 
     if not os.path.exists(args.checkpoint):
         print(f"error: no checkpoint at {args.checkpoint}; make one with 'python -m minidiff train'", file=sys.stderr)
         return 2
     dev = get_device()
-    model, s, cfg = model_from_checkpoint(args.checkpoint, use_ema=not args.raw, device=dev)
+    try:
+        model, s, cfg = model_from_checkpoint(args.checkpoint, use_ema=not args.raw, device=dev)
+        space = latent_space_from_checkpoint(args.checkpoint, device=dev)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     g = torch.Generator().manual_seed(args.seed)
-    x = samplers.sample(model, s, (args.n, 1, 28, 28), sampler=args.sampler, steps=args.steps, generator=g,
-                       prediction=cfg.get("prediction", "eps"), clip_x0=1.0, device=dev,
+    shape = (args.n, *(space.latent_shape((1, 28, 28)) if space else (1, 28, 28)))
+    x = samplers.sample(model, s, shape, sampler=args.sampler, steps=args.steps, generator=g,
+                       prediction=cfg.get("prediction", "eps"), clip_x0=None if space else 1.0, device=dev,
                        progress=not args.no_progress)
+    if space is not None:                     # latents -> images through the stored autoencoder
+        with torch.no_grad():
+            x = space.decode(x).clamp(-1, 1)
     fig = plots.show_images(x.cpu(), nrow=8, title=f"{args.sampler}, {args.steps} steps ({cfg['scale']} model)")
     folder = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(folder, exist_ok=True)
@@ -115,6 +126,9 @@ def main(argv=None) -> int:
     p.add_argument("--prediction", choices=["eps", "x0", "v"], default=None,
                    help="what the U-Net learns to predict: the noise eps, the image x0 or v (default: the scale's, "
                         "eps); 'sample' reads it from the checkpoint")
+    p.add_argument("--model", choices=["pixel", "latent"], default="pixel",
+                   help="diffuse the pixels, or the latents of the scale's autoencoder (trained first if the "
+                        "model cache lacks it; the checkpoint stores it) (default: %(default)s)")
     p.add_argument("--compile", action="store_true",
                    help="train a torch.compile'd model (faster on a GPU after a minute or so of compiling)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -136,7 +150,8 @@ def main(argv=None) -> int:
         from . import recipes
         overrides = {k: v for k, v in (("steps", args.steps), ("prediction", args.prediction)) if v is not None}
         try:
-            history = recipes.load_or_train("fashion-ddpm", args.scale, checkpoint=args.checkpoint, seed=args.seed,
+            recipe = {"pixel": "fashion-ddpm", "latent": "fashion-latent-ddpm"}[args.model]
+            history = recipes.load_or_train(recipe, args.scale, checkpoint=args.checkpoint, seed=args.seed,
                                             progress=not args.no_progress, compile=args.compile,
                                             checkpoint_every=args.checkpoint_every,
                                             **overrides).history

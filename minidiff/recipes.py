@@ -29,7 +29,8 @@ from .device import get_device, get_scale
 from .samplers import SAMPLERS
 
 __all__ = ["RECIPES", "config", "cache_path", "load_or_train", "DDPMRun", "unet_kwargs", "model_from_checkpoint",
-           "Samples", "load_or_sample"]
+           "Samples", "load_or_sample", "AutoencoderRun", "LatentDDPMRun",
+           "latent_space_from_checkpoint"]
 
 RECIPES = {
     # The Fashion-MNIST DDPM of lessons 06-07 (and the CLI): a U-Net predicting eps on DDPM's
@@ -48,6 +49,30 @@ RECIPES = {
                  "batch_size": 128, "lr": 2e-4, "steps": 40000, "ema_decay": 0.9999, "ema_warmup": 2000,
                  "subset": None, "prediction": "eps"},
     },
+    # The autoencoder of latent diffusion (lesson 08): 28x28 images -> 4x7x7 latents (f = 4), L1
+    # reconstruction plus kl_weight times the per-pixel KL (autoencoder.vae_loss).
+    "fashion-autoencoder": {
+        "tiny": {"ae": {"latent_channels": 4, "base_channels": 16, "channel_mults": [1, 2, 2]}, "kl_weight": 1e-3,
+                 "batch_size": 32, "lr": 2e-3, "steps": 150, "subset": 2000},
+        "small": {"ae": {"latent_channels": 4, "base_channels": 32, "channel_mults": [1, 2, 2]}, "kl_weight": 1e-3,
+                  "batch_size": 64, "lr": 1e-3, "steps": 2000, "subset": None},
+        "full": {"ae": {"latent_channels": 4, "base_channels": 64, "channel_mults": [1, 2, 2], "num_res_blocks": 2},
+                 "kl_weight": 1e-3, "batch_size": 128, "lr": 5e-4, "steps": 20000, "subset": None},
+    },
+    # The latent DDPM: the same U-Net, loss, EMA and trainer as "fashion-ddpm", on the scaled
+    # latents of the scale's "fashion-autoencoder" (its config is part of this one's).
+    "fashion-latent-ddpm": {
+        "tiny": {"unet": {"base_channels": 32, "channel_mults": [1, 2], "attention_levels": [1]},
+                 "batch_size": 32, "lr": 2e-3, "steps": 150, "ema_decay": 0.99, "ema_warmup": 10, "subset": 2000,
+                 "prediction": "eps"},
+        "small": {"unet": {"base_channels": 64, "channel_mults": [1, 2], "attention_levels": [0, 1]},
+                  "batch_size": 64, "lr": 1e-3, "steps": 3000, "ema_decay": 0.999, "ema_warmup": 150, "subset": None,
+                  "prediction": "eps"},
+        "full": {"unet": {"base_channels": 128, "channel_mults": [1, 2], "num_res_blocks": 2, "attention_levels": [0, 1],
+                          "dropout": 0.1},
+                 "batch_size": 128, "lr": 2e-4, "steps": 40000, "ema_decay": 0.9999, "ema_warmup": 2000,
+                 "subset": None, "prediction": "eps"},
+    },
     # The feature classifier behind every FID (evaluation.FashionClassifier), trained on the
     # Fashion-MNIST train split with Adam, one-cycle learning rate and random flips.
     "fashion-classifier": {
@@ -58,6 +83,8 @@ RECIPES = {
 }
 IMAGE_SHAPE = {"fashion-ddpm": (1, 28, 28)}        # what a DDPM recipe's model generates
 FIXED = {"fashion-ddpm": {"dataset": "fashion-mnist", "T": 1000, "schedule": "linear"},
+         "fashion-autoencoder": {"dataset": "fashion-mnist"},
+         "fashion-latent-ddpm": {"dataset": "fashion-mnist", "T": 1000, "schedule": "linear"},
          "fashion-classifier": {"dataset": "fashion-mnist"}}
 
 
@@ -67,6 +94,8 @@ def config(name: str, scale: str | None = None, **overrides) -> dict:
     check_choice("recipe", name, RECIPES)
     scale = get_scale(scale)
     cfg = {"recipe": name, "scale": scale, "seed": 0, **FIXED[name], **copy.deepcopy(RECIPES[name][scale])}
+    if name == "fashion-latent-ddpm":               # the latents it learns are part of what it is
+        cfg["autoencoder"] = config("fashion-autoencoder", scale)
     unknown = sorted((set(overrides) - set(cfg)) | ({"recipe", "scale"} & set(overrides)))
     if unknown:
         allowed = sorted(set(cfg) - {"recipe", "scale"})
@@ -100,38 +129,146 @@ def unet_kwargs(cfg: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["unet"].items()}
 
 
-def _train_fashion_ddpm(cfg, path, device, progress, compile=False, checkpoint_every=500) -> DDPMRun:
-    """DDPM Algorithm 1 on Fashion-MNIST with ``training.train``. The data set lives on the training
-    device and batches are indexed there. On a CPU every draw (batch indices, t, noise) comes from
-    one CPU generator seeded with the config's seed, so a run is reproducible bit for bit; on an
+def _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_channels, draw_batch, desc):
+    """DDPM Algorithm 1 with ``training.train`` on whatever ``draw_batch(g, batch_size)`` returns
+    (images or latents, on ``device``). On a CPU every draw (batch, t, noise) comes from one CPU
+    generator seeded with the config's seed, so a run is reproducible bit for bit; on an
     accelerator the generator lives on that device, so nothing is drawn on the CPU and copied over."""
-    from . import data, loss, schedules
+    from . import loss, schedules
     from .training import EMA, train
     from .unet import UNet
 
     torch.manual_seed(cfg["seed"])
     g = torch.Generator(device).manual_seed(cfg["seed"])
-    images = data.fashion_mnist("train")[0]
-    if cfg["subset"]:
-        images = images[:cfg["subset"]]
-    images = images.to(device)
     s = schedules.make(cfg["schedule"], T=cfg["T"])
-    model = UNet(in_channels=1, **unet_kwargs(cfg)).to(device)
+    model = UNet(in_channels=in_channels, **unet_kwargs(cfg)).to(device)
     ema = EMA(model, cfg["ema_decay"], warmup=cfg["ema_warmup"])
-    bs = cfg["batch_size"]
-
-    def next_batch(step):
-        return images[torch.randint(0, len(images), (bs,), generator=g, device=device)]
 
     def loss_fn(m, x0):
         return loss.diffusion_loss(m, s, x0, prediction=cfg["prediction"], generator=g)   # t and noise drawn on g
 
     identity = {k: v for k, v in cfg.items() if k != "steps"}      # a run may be resumed to more steps
-    history = train(model, loss_fn, next_batch, cfg["steps"], lr=cfg["lr"], ema=ema, generator=g, checkpoint=path,
-                    checkpoint_every=checkpoint_every, config=identity, progress=progress, compile=compile,
-                    desc=f"DDPM on Fashion-MNIST ({cfg['scale']})")
+    history = train(model, loss_fn, lambda step: draw_batch(g, cfg["batch_size"]), cfg["steps"], lr=cfg["lr"],
+                    ema=ema, generator=g, checkpoint=path, checkpoint_every=checkpoint_every, config=identity,
+                    progress=progress, compile=compile, desc=desc)
     seconds = float(torch.load(path, map_location="cpu", weights_only=True).get("seconds", float("nan")))
+    return model, ema, s, history, seconds
+
+
+def _fashion_images(cfg, device):
+    from . import data
+
+    images = data.fashion_mnist("train")[0]
+    return (images[:cfg["subset"]] if cfg["subset"] else images).to(device)
+
+
+def _train_fashion_ddpm(cfg, path, device, progress, compile=False, checkpoint_every=500) -> DDPMRun:
+    """The pixel DDPM: the data set lives on the training device and batches are indexed there."""
+    images = _fashion_images(cfg, device)
+
+    def draw_batch(g, bs):
+        return images[torch.randint(0, len(images), (bs,), generator=g, device=device)]
+
+    model, ema, s, history, seconds = _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, 1,
+                                                  draw_batch, f"DDPM on Fashion-MNIST ({cfg['scale']})")
     return DDPMRun(model, ema, s, history, cfg, seconds)
+
+
+class AutoencoderRun(NamedTuple):
+    """A trained autoencoder: the ``model``, its measured ``latent_scale``, the loss ``history``
+    (dicts of loss, recon, kl per step), the ``config`` and the ``seconds`` its training took."""
+    model: torch.nn.Module
+    latent_scale: float
+    history: list
+    config: dict
+    seconds: float
+
+    @property
+    def space(self):
+        """The ``autoencoder.LatentSpace`` diffusion runs in: scale on the way in, unscale on the way out."""
+        from .autoencoder import LatentSpace
+        return LatentSpace(self.model, self.latent_scale)
+
+
+SCALE_BATCH = 1000      # the latent scale is measured on this many training images, the first ones
+
+
+def _train_fashion_autoencoder(cfg, path, device, progress, compile=False, checkpoint_every=500) -> AutoencoderRun:
+    """The KL autoencoder trained with ``training.train`` on ``autoencoder.vae_loss``; after
+    training, ``latent_scale`` is measured on the first ``SCALE_BATCH`` images and stored in the
+    checkpoint, so every later load uses the same number."""
+    from .autoencoder import AutoEncoder, latent_scale, vae_loss
+    from .training import load_checkpoint, train
+
+    torch.manual_seed(cfg["seed"])
+    g = torch.Generator(device).manual_seed(cfg["seed"])
+    images = _fashion_images(cfg, device)
+    model = AutoEncoder(in_channels=1, **unet_kwargs({"unet": cfg["ae"]})).to(device)
+
+    def step(m, x, opt):
+        out = vae_loss(m, x, cfg["kl_weight"], generator=g)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opt.step()
+        return {k: v.detach() for k, v in out.items()}
+
+    identity = {k: v for k, v in cfg.items() if k != "steps"}
+    history = train(model, None, lambda k: images[torch.randint(0, len(images), (cfg["batch_size"],), generator=g,
+                                                                device=device)],
+                    cfg["steps"], lr=cfg["lr"], step_fn=step, generator=g, checkpoint=path,
+                    checkpoint_every=checkpoint_every, config=identity, progress=progress, compile=compile,
+                    desc=f"autoencoder on Fashion-MNIST ({cfg['scale']})")
+    state = load_checkpoint(path)
+    if "latent_scale" not in state:
+        state["latent_scale"] = latent_scale(model, _fashion_images({"subset": SCALE_BATCH}, device),
+                                             generator=torch.Generator(device).manual_seed(cfg["seed"]))
+        with atomic_write(path) as f:
+            torch.save(state, f)
+    return AutoencoderRun(model.eval(), float(state["latent_scale"]), history, cfg, float(state.get("seconds", "nan")))
+
+
+class LatentDDPMRun(NamedTuple):
+    """A trained latent DDPM: like ``DDPMRun``, plus the ``space`` (``autoencoder.LatentSpace``)
+    its U-Net denoises in; sample ``space.latent_shape((1, 28, 28))`` latents, then ``space.decode``."""
+    model: torch.nn.Module
+    ema: object
+    schedule: object
+    history: list
+    config: dict
+    seconds: float
+    space: object
+
+
+def _train_fashion_latent_ddpm(cfg, path, device, progress, compile=False, checkpoint_every=500) -> LatentDDPMRun:
+    """DDPM on the autoencoder's scaled latents (Rombach et al. 2022, eq. 2). The whole data set is
+    encoded once into q(z | x) (means and standard deviations, on the device); each batch draws
+    fresh z ~ q(z | x) for its images, as LDM samples its latents, and multiplies by the scale.
+    The finished checkpoint also holds the autoencoder and its scale, so it can be sampled alone."""
+    from .training import load_checkpoint
+
+    ae_cfg = cfg["autoencoder"]
+    ae_run = _train_fashion_autoencoder(ae_cfg, cache_path(ae_cfg), device, progress)
+    images = _fashion_images(cfg, device)
+    with torch.no_grad():
+        q = [ae_run.model.encode(b) for b in images.split(500)]
+    mean, std = torch.cat([p.mean for p in q]), torch.cat([p.std for p in q])
+    scale = ae_run.latent_scale
+
+    def draw_batch(g, bs):
+        idx = torch.randint(0, len(mean), (bs,), generator=g, device=device)
+        eps = torch.randn(mean[idx].shape, generator=g, device=device)
+        return scale * (mean[idx] + std[idx] * eps)
+
+    model, ema, s, history, seconds = _train_ddpm(cfg, path, device, progress, compile, checkpoint_every,
+                                                  ae_cfg["ae"]["latent_channels"], draw_batch,
+                                                  f"latent DDPM on Fashion-MNIST ({cfg['scale']})")
+    state = load_checkpoint(path)
+    if "autoencoder" not in state:
+        state["autoencoder"] = {"model": ae_run.model.state_dict(), "latent_scale": scale}
+        with atomic_write(path) as f:
+            torch.save(state, f)
+    return LatentDDPMRun(model, ema, s, history, cfg, seconds, ae_run.space)
 
 
 def _train_fashion_classifier(cfg, path, device, progress, compile=False, checkpoint_every=None):
@@ -157,7 +294,8 @@ def _train_fashion_classifier(cfg, path, device, progress, compile=False, checkp
     return model
 
 
-TRAINERS = {"fashion-ddpm": _train_fashion_ddpm, "fashion-classifier": _train_fashion_classifier}
+TRAINERS = {"fashion-ddpm": _train_fashion_ddpm, "fashion-autoencoder": _train_fashion_autoencoder,
+            "fashion-latent-ddpm": _train_fashion_latent_ddpm, "fashion-classifier": _train_fashion_classifier}
 
 
 def load_or_train(name: str, scale: str | None = None, *, device=None, progress: bool = True, checkpoint=None,
@@ -171,7 +309,9 @@ def load_or_train(name: str, scale: str | None = None, *, device=None, progress:
     :param compile: train a ``torch.compile``d model (not part of the config).
     :param checkpoint_every: steps between the files an interrupted run resumes from.
     :param overrides: settings of the recipe to change (``steps=4500``, ``prediction="v"``, ``seed=1``).
-    :returns: "fashion-ddpm": a ``DDPMRun``; "fashion-classifier": an ``evaluation.FashionClassifier``.
+    :returns: "fashion-ddpm": a ``DDPMRun``; "fashion-autoencoder": an ``AutoencoderRun``;
+        "fashion-latent-ddpm": a ``LatentDDPMRun`` (training its autoencoder first if the cache
+        lacks it); "fashion-classifier": an ``evaluation.FashionClassifier``.
     """
     cfg = config(name, scale, **overrides)
     device = torch.device(device) if device is not None else get_device()
@@ -230,15 +370,33 @@ def load_or_sample(name: str = "fashion-ddpm", scale: str | None = None, *, n: i
 
 
 def model_from_checkpoint(path, use_ema: bool = True, device="cpu"):
-    """Rebuild the U-Net and schedule a "fashion-ddpm" checkpoint describes: ``(model, schedule, config)``."""
+    """Rebuild the U-Net and schedule a "fashion-ddpm" or "fashion-latent-ddpm" checkpoint
+    describes: ``(model, schedule, config)``. A latent model denoises latents: decode its samples
+    with ``latent_space_from_checkpoint``."""
     from . import schedules
     from .training import load_checkpoint
     from .unet import UNet
 
     state = load_checkpoint(path, map_location=device)
     cfg = state["config"]
-    model = UNet(in_channels=1, **unet_kwargs(cfg))
+    in_channels = cfg["autoencoder"]["ae"]["latent_channels"] if "autoencoder" in cfg else 1
+    model = UNet(in_channels=in_channels, **unet_kwargs(cfg))
     weights = state["ema"]["model"] if use_ema and state.get("ema") else state["model"]
     model.load_state_dict(weights)
     return model.to(device).eval(), schedules.make(cfg["schedule"], T=cfg["T"]), cfg
 
+
+def latent_space_from_checkpoint(path, device="cpu"):
+    """The ``autoencoder.LatentSpace`` (autoencoder and latent scale) a finished "fashion-latent-ddpm"
+    checkpoint carries, or None for a pixel model's checkpoint."""
+    from .autoencoder import AutoEncoder, LatentSpace
+    from .training import load_checkpoint
+
+    state = load_checkpoint(path, map_location=device)
+    if "autoencoder" not in state["config"]:
+        return None
+    if "autoencoder" not in state:
+        raise ValueError(f"{path} is a latent model whose training has not finished (no autoencoder stored yet)")
+    ae = AutoEncoder(in_channels=1, **unet_kwargs({"unet": state["config"]["autoencoder"]["ae"]}))
+    ae.load_state_dict(state["autoencoder"]["model"])
+    return LatentSpace(ae.to(device).eval(), float(state["autoencoder"]["latent_scale"]))

@@ -82,3 +82,19 @@ def test_cli_help_and_errors(tmp_path):
     r = run("train", "--checkpoint", "x.pt", "--prediction", "score", cwd=tmp_path)   # likewise the predictions
     choices = r.stderr.split("choose from")[1]
     assert r.returncode == 2 and sorted(c.strip(" '\n)") for c in choices.split(",")) == sorted(loss.PREDICTIONS)
+
+
+@needs_data
+def test_train_and_sample_a_latent_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIDIFF_CACHE", str(tmp_path / "cache"))
+    ck = tmp_path / "latent.pt"
+    r = run("train", "--model", "latent", "--scale", "tiny", "--steps", "2", "--checkpoint", str(ck),
+            "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    state = torch.load(ck, weights_only=True)
+    assert state["config"]["recipe"] == "fashion-latent-ddpm" and "latent_scale" in state["autoencoder"]
+    out = tmp_path / "grid.png"
+    r = run("sample", "--checkpoint", str(ck), "--sampler", "ddim", "--steps", "2", "--n", "4", "--out", str(out),
+            "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:4] == b"\x89PNG"

@@ -134,3 +134,43 @@ def test_load_or_sample_refuses_bad_settings(cache):
     with pytest.raises(ValueError, match="has no setting stepz"):
         recipes.load_or_sample("fashion-ddpm", "tiny", n=2, overrides={"stepz": 1})
     assert not (cache.parent / "samples").exists()                   # nothing drawn, nothing written
+
+
+@needs_data
+def test_the_autoencoder_recipe_stores_its_latent_scale(cache):
+    from minidiff import autoencoder
+
+    run = recipes.load_or_train("fashion-autoencoder", "tiny", device="cpu", steps=3, progress=False)
+    path = recipes.cache_path(run.config)
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 3 and state["latent_scale"] == run.latent_scale
+    images = data.fashion_mnist("train")[0][:recipes.SCALE_BATCH]
+    again = autoencoder.latent_scale(run.model, images, generator=torch.Generator().manual_seed(0))
+    assert again == pytest.approx(run.latent_scale, rel=1e-6)                   # measured, not typed
+    assert set(run.history[0]) == {"loss", "recon", "kl"}
+    stamp = path.stat().st_mtime_ns
+    served = recipes.load_or_train("fashion-autoencoder", "tiny", device="cpu", steps=3, progress=False)
+    assert path.stat().st_mtime_ns == stamp and served.latent_scale == run.latent_scale
+    z = served.space.encode(images[:2], sample=False)
+    assert z.shape == (2, 4, 7, 7)
+
+
+@needs_data
+def test_the_latent_ddpm_learns_its_autoencoders_latents_and_carries_it(cache):
+    ae_cfg = recipes.config("fashion-autoencoder", "tiny", steps=2)
+    cfg = recipes.config("fashion-latent-ddpm", "tiny", steps=2, autoencoder=ae_cfg)
+    assert recipes.config("fashion-latent-ddpm", "tiny")["autoencoder"] == recipes.config("fashion-autoencoder", "tiny")
+    assert recipes.cache_path(cfg) != recipes.cache_path(recipes.config("fashion-latent-ddpm", "tiny", steps=2))
+    run = recipes.load_or_train("fashion-latent-ddpm", "tiny", device="cpu", steps=2, autoencoder=ae_cfg,
+                                progress=False)
+    assert len(run.history) == 2 and recipes.cache_path(ae_cfg).exists()       # its autoencoder trained first
+    path = recipes.cache_path(cfg)
+    model, s, got = recipes.model_from_checkpoint(path)
+    assert got["autoencoder"] == ae_cfg and model.config["in_channels"] == 4
+    space = recipes.latent_space_from_checkpoint(path)
+    assert space.scale == run.space.scale
+    z = torch.randn(2, 4, 7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(space.decode(z), run.space.decode(z))       # the same autoencoder, stored
+    pixel = recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=1, progress=False)
+    assert recipes.latent_space_from_checkpoint(recipes.cache_path(pixel.config)) is None
