@@ -59,19 +59,21 @@ RECIPES = {
         "full": {"ae": {"latent_channels": 4, "base_channels": 64, "channel_mults": [1, 2, 2], "num_res_blocks": 2},
                  "kl_weight": 1e-3, "batch_size": 128, "lr": 5e-4, "steps": 20000, "subset": None},
     },
-    # The latent DDPM: the same U-Net, loss, EMA and trainer as "fashion-ddpm", on the scaled
-    # latents of the scale's "fashion-autoencoder" (its config is part of this one's).
+    # The latent DDPM: the same U-Net (per scale, the very layout of "fashion-ddpm", so the two
+    # differ only in the space they denoise), loss, EMA and trainer, on the scaled latents of the
+    # scale's "fashion-autoencoder" (whose config is part of this one's). scale_latents=False trains
+    # on the unscaled latents instead: lesson 08's "forgot the scale" ablation.
     "fashion-latent-ddpm": {
-        "tiny": {"unet": {"base_channels": 32, "channel_mults": [1, 2], "attention_levels": [1]},
+        "tiny": {"unet": {"base_channels": 16, "channel_mults": [1, 2], "attention_levels": [1]},
                  "batch_size": 32, "lr": 2e-3, "steps": 150, "ema_decay": 0.99, "ema_warmup": 10, "subset": 2000,
-                 "prediction": "eps"},
-        "small": {"unet": {"base_channels": 64, "channel_mults": [1, 2], "attention_levels": [0, 1]},
+                 "prediction": "eps", "scale_latents": True},
+        "small": {"unet": {"base_channels": 16, "channel_mults": [1, 2, 4, 4], "attention_levels": [2, 3]},
                   "batch_size": 64, "lr": 1e-3, "steps": 3000, "ema_decay": 0.999, "ema_warmup": 150, "subset": None,
-                  "prediction": "eps"},
-        "full": {"unet": {"base_channels": 128, "channel_mults": [1, 2], "num_res_blocks": 2, "attention_levels": [0, 1],
-                          "dropout": 0.1},
+                  "prediction": "eps", "scale_latents": True},
+        "full": {"unet": {"base_channels": 64, "channel_mults": [1, 2, 2], "num_res_blocks": 2,
+                          "attention_levels": [1, 2], "dropout": 0.1},
                  "batch_size": 128, "lr": 2e-4, "steps": 40000, "ema_decay": 0.9999, "ema_warmup": 2000,
-                 "subset": None, "prediction": "eps"},
+                 "subset": None, "prediction": "eps", "scale_latents": True},
     },
     # The feature classifier behind every FID (evaluation.FashionClassifier), trained on the
     # Fashion-MNIST train split with Adam, one-cycle learning rate and random flips.
@@ -245,6 +247,7 @@ def _train_fashion_latent_ddpm(cfg, path, device, progress, compile=False, check
     encoded once into q(z | x) (means and standard deviations, on the device); each batch draws
     fresh z ~ q(z | x) for its images, as LDM samples its latents, and multiplies by the scale.
     The finished checkpoint also holds the autoencoder and its scale, so it can be sampled alone."""
+    from .autoencoder import LatentSpace
     from .training import load_checkpoint
 
     ae_cfg = cfg["autoencoder"]
@@ -253,7 +256,7 @@ def _train_fashion_latent_ddpm(cfg, path, device, progress, compile=False, check
     with torch.no_grad():
         q = [ae_run.model.encode(b) for b in images.split(500)]
     mean, std = torch.cat([p.mean for p in q]), torch.cat([p.std for p in q])
-    scale = ae_run.latent_scale
+    scale = ae_run.latent_scale if cfg["scale_latents"] else 1.0
 
     def draw_batch(g, bs):
         idx = torch.randint(0, len(mean), (bs,), generator=g, device=device)
@@ -268,7 +271,7 @@ def _train_fashion_latent_ddpm(cfg, path, device, progress, compile=False, check
         state["autoencoder"] = {"model": ae_run.model.state_dict(), "latent_scale": scale}
         with atomic_write(path) as f:
             torch.save(state, f)
-    return LatentDDPMRun(model, ema, s, history, cfg, seconds, ae_run.space)
+    return LatentDDPMRun(model, ema, s, history, cfg, seconds, LatentSpace(ae_run.model, scale))
 
 
 def _train_fashion_classifier(cfg, path, device, progress, compile=False, checkpoint_every=None):

@@ -174,3 +174,12 @@ def test_the_latent_ddpm_learns_its_autoencoders_latents_and_carries_it(cache):
         torch.testing.assert_close(space.decode(z), run.space.decode(z))       # the same autoencoder, stored
     pixel = recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=1, progress=False)
     assert recipes.latent_space_from_checkpoint(recipes.cache_path(pixel.config)) is None
+
+
+def test_the_latent_ddpm_uses_the_pixel_ddpms_unet_at_every_scale():
+    for scale in SCALES:
+        pixel, latent = recipes.config("fashion-ddpm", scale), recipes.config("fashion-latent-ddpm", scale)
+        assert latent["unet"] == pixel["unet"], scale
+        assert latent["scale_latents"] is True
+        assert {k: v for k, v in latent.items() if k not in ("recipe", "autoencoder", "scale_latents")} == \
+            {k: v for k, v in pixel.items() if k != "recipe"}, scale              # only the space differs
