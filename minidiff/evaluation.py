@@ -21,7 +21,8 @@ from .metrics import class_coverage, frechet_distance, precision_recall
 from .samplers import sample
 
 __all__ = ["FashionClassifier", "train_classifier", "accuracy", "features", "image_evaluator",
-           "fashion_mnist_evaluator", "evaluate_samples", "draw_samples", "compare_samplers", "sampler_name"]
+           "fashion_mnist_evaluator", "evaluate_samples", "draw_samples", "compare_samplers", "sampler_name",
+           "activation_bytes", "training_speed"]
 
 
 class FashionClassifier(nn.Module):
@@ -198,3 +199,57 @@ def compare_samplers(model, s, evaluator: dict, runs, n: int, batch_size: int = 
 def sampler_name(sampler: str, steps: int, eta: float = 0.0) -> str:
     """How a run is named in tables: "ddim 50", "ddim 50, eta=1"."""
     return f"{sampler} {steps}" + (f", eta={eta:g}" if eta else "")
+
+
+def activation_bytes(net: nn.Module, *inputs) -> int:
+    """Bytes of every leaf module's output in one forward pass of ``net(*inputs)``: the tensors
+    autograd keeps for the backward pass, a measure of training memory that is the same on every
+    device (counted with forward hooks; the pass itself runs without gradients)."""
+    total = 0
+
+    def count(module, args, out):
+        nonlocal total
+        if isinstance(out, torch.Tensor) and not list(module.children()):
+            total += out.numel() * out.element_size()
+
+    hooks = [m.register_forward_hook(count) for m in net.modules()]
+    try:
+        with torch.no_grad():
+            net(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def training_speed(net: nn.Module, loss_fn, batch: torch.Tensor, steps: int = 3, tries: int = 2,
+                   lr: float = 1e-4) -> tuple[float, float | None]:
+    """Training examples per second of ``net`` on ``batch``: one AdamW warm-up step, then the best of
+    ``tries`` timings of ``steps`` steps of ``loss_fn(net, batch)`` (the device is synchronised before
+    each clock read). Also the CUDA allocator's peak over a timing in MB (None elsewhere). It
+    trains ``net``: pass a copy of a model you want to keep."""
+    steps = check_int("steps", steps, low=1)
+    tries = check_int("tries", tries, low=1)
+    dev = batch.device
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+
+    def step():
+        value = loss_fn(net, batch)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+
+    step()
+    best, peak = 0.0, None
+    for _ in range(tries):
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        synchronize(dev)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(dev)
+        best = max(best, steps * len(batch) / (time.perf_counter() - start))
+        if dev.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    return best, peak

@@ -80,3 +80,28 @@ def test_image_evaluator_takes_its_shape_from_the_data(g):
     assert ev["floor"] >= 0
     scored = evaluation.evaluate_samples(ev, imgs[:50])
     assert scored["samples"] == 50 and len(scored["shares"]) == 3
+
+
+def test_activation_bytes_counts_every_leaf_output():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(5, 2)))
+    x = torch.zeros(4, 3)
+    assert evaluation.activation_bytes(net, x) == 4 * (5 + 5 + 2) * 4        # float32: 4 bytes per number
+    assert evaluation.activation_bytes(net.double(), x.double()) == 4 * (5 + 5 + 2) * 8
+    assert not net._forward_hooks and not net[0]._forward_hooks                  # the hooks are gone
+
+
+def test_training_speed_trains_and_counts_examples():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    before = net.weight.detach().clone()
+    calls = []
+
+    def loss_fn(m, x):
+        calls.append(len(x))
+        return m(x).pow(2).mean()
+
+    per_s, peak = evaluation.training_speed(net, loss_fn, torch.ones(8, 3), steps=2, tries=3)
+    assert per_s > 0 and peak is None and calls == [8] * (1 + 2 * 3)            # a warm-up, then 3 x 2 steps
+    assert not torch.equal(net.weight, before)
+    with pytest.raises(ValueError, match="steps"):
+        evaluation.training_speed(net, loss_fn, torch.ones(8, 3), steps=0)
