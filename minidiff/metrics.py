@@ -14,6 +14,8 @@
   generated manifold.
 * **Class coverage**: a classifier's labels for generated samples — are all classes there,
   and in fair shares?
+* **PSNR** of a reconstruction: 10 log10(R^2 / MSE), R the data range (2 for images in
+  [-1, 1]), per image, then averaged.
 
 This module is pure maths on tensors (any device); ``evaluation`` trains the feature classifier
 and runs the comparisons. Always read a distance next to its floor: two independent real sets
@@ -23,9 +25,9 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_int, check_tensor
+from ._checks import check_float, check_int, check_tensor
 
-__all__ = ["sliced_wasserstein", "frechet_distance", "precision_recall", "class_coverage"]
+__all__ = ["sliced_wasserstein", "frechet_distance", "precision_recall", "class_coverage", "psnr"]
 
 
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 256,
@@ -98,3 +100,16 @@ def class_coverage(predicted: torch.Tensor, num_classes: int = 10) -> dict:
     return {"counts": counts.tolist(), "shares": shares.tolist(),
             "covered": (counts > 0).double().mean().item(),
             "max_share_ratio": (shares.max() * num_classes).item()}
+
+
+def psnr(x: torch.Tensor, reference: torch.Tensor, data_range: float = 2.0) -> float:
+    """Peak signal-to-noise ratio in dB, 10 log10(data_range^2 / MSE), of each image of ``x``
+    (N, ...) against the same image of ``reference``, averaged over the N images (a perfect
+    reconstruction gives +inf). ``data_range``: max - min of the data, 2 for [-1, 1]."""
+    check_tensor("x", x)
+    check_tensor("reference", reference)
+    if x.shape != reference.shape or x.dim() < 2:
+        raise ValueError(f"x and reference must both have shape (N, ...), got {tuple(x.shape)} and {tuple(reference.shape)}")
+    data_range = check_float("data_range", data_range, low=0, low_open=True)
+    mse = (x.double() - reference.double()).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(data_range ** 2 / mse)).mean().item()

@@ -100,3 +100,16 @@ def test_precision_recall_matches_the_definition(g, k):
     real = torch.randn(40, 3, generator=g, dtype=torch.float64)
     fake = 0.7 * torch.randn(35, 3, generator=g, dtype=torch.float64) + 0.4
     assert metrics.precision_recall(real, fake, k=k) == pytest.approx(brute_force_precision_recall(real, fake, k))
+
+
+def test_psnr_by_hand():
+    from minidiff import metrics
+    ref = torch.zeros(2, 1, 4, 4)
+    x = ref.clone()
+    x[0] += 0.1                                       # MSE 0.01 -> 10 log10(4 / 0.01) = 26.02 dB
+    x[1, 0, 0, 0] = 1.6                               # MSE 2.56 / 16 = 0.16 -> 10 log10(25) = 13.98 dB
+    expected = (10 * math.log10(4 / 0.01) + 10 * math.log10(4 / 0.16)) / 2
+    assert metrics.psnr(x, ref) == pytest.approx(expected, rel=1e-6)
+    assert metrics.psnr(x / 2, ref, data_range=1.0) == pytest.approx(expected, rel=1e-6)   # the ratio is scale-free
+    with pytest.raises(ValueError, match="same shape|both have shape"):
+        metrics.psnr(x, ref[:1])
