@@ -230,16 +230,9 @@ def _train_fashion_autoencoder(cfg, path, device, progress, compile=False, check
     return AutoencoderRun(model.eval(), float(state["latent_scale"]), history, cfg, float(state.get("seconds", "nan")))
 
 
-class LatentDDPMRun(NamedTuple):
-    """A trained latent DDPM: like ``DDPMRun``, plus the ``space`` (``autoencoder.LatentSpace``)
-    its U-Net denoises in; sample ``space.latent_shape((1, 28, 28))`` latents, then ``space.decode``."""
-    model: torch.nn.Module
-    ema: object
-    schedule: object
-    history: list
-    config: dict
-    seconds: float
-    space: object
+# A trained latent DDPM: a DDPMRun's fields, plus the ``space`` (``autoencoder.LatentSpace``) its
+# U-Net denoises in; sample ``space.latent_shape((1, 28, 28))`` latents, then ``space.decode`` them.
+LatentDDPMRun = NamedTuple("LatentDDPMRun", [*DDPMRun.__annotations__.items(), ("space", object)])
 
 
 def _train_fashion_latent_ddpm(cfg, path, device, progress, compile=False, checkpoint_every=500) -> LatentDDPMRun:

@@ -29,3 +29,18 @@ def test_sampling_speed_benchmark_reports_both_rates():
     out = last_json("benchmarks/sampling_speed.py", "--scale", "tiny", "--batch", "4", "--steps", "2", "--rounds", "1")
     assert out["batch"] == 4 and out["fp32_ms_per_call"] > 0 and out["default_ms_per_call"] > 0
     assert out["speedup"] == pytest.approx(out["fp32_ms_per_call"] / out["default_ms_per_call"], rel=1e-2)
+
+
+@pytest.mark.skipif(not (data.SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").exists(),
+                    reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
+def test_latent_savings_benchmark_reports_every_field():
+    out = last_json("benchmarks/latent_savings.py", "--scale", "tiny", "--samples", "8", "--sampling-steps", "3")
+    assert [r["model"] for r in out["rows"]] == ["pixel", "latent"]
+    for r in out["rows"]:
+        assert set(r) >= {"params", "train_img_s", "sample_img_s", "peak_mem_mb", "fid", "samples"}
+        assert r["samples"] == 8 and r["train_img_s"] > 0 and r["sample_img_s"] > 0 and r["peak_mem_mb"] > 50
+    assert abs(out["rows"][0]["params"] - out["rows"][1]["params"]) < 1000   # the same U-Net, 4 channels in/out
+    assert [r["resolution"] for r in out["resolution_rows"]] == [28, 56, 112]
+    for r in out["resolution_rows"]:                                          # f = 4: far fewer activations
+        assert r["pixel_mem_mb"] > 4 * r["latent_mem_mb"]
+    assert out["latent_scale"] > 0 and out["psnr"] > 0 and out["rfid"] >= 0
