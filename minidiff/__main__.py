@@ -85,7 +85,8 @@ def sample_grid(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     g = torch.Generator().manual_seed(args.seed)
-    shape = (args.n, *(space.latent_shape((1, 28, 28)) if space else (1, 28, 28)))
+    size = cfg.get("image_size", 28)
+    shape = (args.n, *(space.latent_shape((1, size, size)) if space else (1, size, size)))
     x = samplers.sample(model, s, shape, sampler=args.sampler, steps=args.steps, generator=g,
                        prediction=cfg.get("prediction", "eps"), clip_x0=None if space else 1.0, device=dev,
                        progress=not args.no_progress)

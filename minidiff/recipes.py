@@ -88,6 +88,10 @@ FIXED = {"fashion-ddpm": {"dataset": "fashion-mnist", "T": 1000, "schedule": "li
          "fashion-autoencoder": {"dataset": "fashion-mnist"},
          "fashion-latent-ddpm": {"dataset": "fashion-mnist", "T": 1000, "schedule": "linear"},
          "fashion-classifier": {"dataset": "fashion-mnist"}}
+# Settings a recipe takes as an override but leaves out of its default config (so the configs,
+# and the cache files, of the default runs stay what they were): the image size of the latent
+# pipeline (Fashion-MNIST upsampled; lesson 08 trains a 56x56 latent model at full scale).
+OPTIONAL = {"fashion-autoencoder": {"image_size": 28}, "fashion-latent-ddpm": {"image_size": 28}}
 
 
 def config(name: str, scale: str | None = None, **overrides) -> dict:
@@ -98,10 +102,15 @@ def config(name: str, scale: str | None = None, **overrides) -> dict:
     cfg = {"recipe": name, "scale": scale, "seed": 0, **FIXED[name], **copy.deepcopy(RECIPES[name][scale])}
     if name == "fashion-latent-ddpm":               # the latents it learns are part of what it is
         cfg["autoencoder"] = config("fashion-autoencoder", scale)
-    unknown = sorted((set(overrides) - set(cfg)) | ({"recipe", "scale"} & set(overrides)))
+    known = set(cfg) | set(OPTIONAL.get(name, {}))
+    unknown = sorted((set(overrides) - known) | ({"recipe", "scale"} & set(overrides)))
     if unknown:
-        allowed = sorted(set(cfg) - {"recipe", "scale"})
+        allowed = sorted(known - {"recipe", "scale"})
         raise ValueError(f"recipe {name!r} has no setting {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    if "image_size" in overrides:
+        check_int("image_size", overrides["image_size"], low=4)
+        if name == "fashion-latent-ddpm" and "autoencoder" not in overrides:     # its autoencoder at that size too
+            cfg["autoencoder"] = config("fashion-autoencoder", scale, image_size=overrides["image_size"])
     cfg.update(copy.deepcopy(overrides))
     return cfg
 
@@ -158,10 +167,19 @@ def _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_chann
 
 
 def _fashion_images(cfg, device):
+    """The config's Fashion-MNIST training images on ``device``: its ``subset``, upsampled (bilinear)
+    to its ``image_size`` when that is not 28."""
+    import torch.nn.functional as F
+
     from . import data
 
     images = data.fashion_mnist("train")[0]
-    return (images[:cfg["subset"]] if cfg["subset"] else images).to(device)
+    images = images[:cfg["subset"]] if cfg.get("subset") else images
+    size = cfg.get("image_size", 28)
+    if size != 28:
+        images = torch.cat([F.interpolate(b, size=(size, size), mode="bilinear", align_corners=False)
+                            for b in images.split(5000)])
+    return images.to(device)
 
 
 def _train_fashion_ddpm(cfg, path, device, progress, compile=False, checkpoint_every=500) -> DDPMRun:
@@ -223,7 +241,8 @@ def _train_fashion_autoencoder(cfg, path, device, progress, compile=False, check
                     desc=f"autoencoder on Fashion-MNIST ({cfg['scale']})")
     state = load_checkpoint(path)
     if "latent_scale" not in state:
-        state["latent_scale"] = latent_scale(model, _fashion_images({"subset": SCALE_BATCH}, device),
+        first = _fashion_images({"subset": SCALE_BATCH, "image_size": cfg.get("image_size", 28)}, device)
+        state["latent_scale"] = latent_scale(model, first,
                                              generator=torch.Generator(device).manual_seed(cfg["seed"]))
         with atomic_write(path) as f:
             torch.save(state, f)

@@ -183,3 +183,21 @@ def test_the_latent_ddpm_uses_the_pixel_ddpms_unet_at_every_scale():
         assert latent["scale_latents"] is True
         assert {k: v for k, v in latent.items() if k not in ("recipe", "autoencoder", "scale_latents")} == \
             {k: v for k, v in pixel.items() if k != "recipe"}, scale              # only the space differs
+
+
+@needs_data
+def test_a_latent_model_at_56_pixels(cache):
+    assert "image_size" not in recipes.config("fashion-latent-ddpm", "tiny")           # default configs unchanged
+    ae_cfg = recipes.config("fashion-autoencoder", "tiny", steps=2, image_size=56)
+    cfg = recipes.config("fashion-latent-ddpm", "tiny", steps=2, image_size=56)
+    assert cfg["autoencoder"]["image_size"] == 56                                     # its autoencoder follows
+    run = recipes.load_or_train("fashion-latent-ddpm", "tiny", device="cpu", steps=2, image_size=56, autoencoder=ae_cfg,
+                                progress=False)
+    assert run.space.latent_shape((1, 56, 56)) == (4, 14, 14)
+    with torch.no_grad():
+        z = torch.randn(2, 4, 14, 14)
+        assert run.ema.model(z, torch.tensor([1, 2])).shape == z.shape and run.space.decode(z).shape == (2, 1, 56, 56)
+    with pytest.raises(ValueError, match="image_size"):
+        recipes.config("fashion-latent-ddpm", "tiny", image_size=2)
+    with pytest.raises(ValueError, match="has no setting image_size"):
+        recipes.config("fashion-ddpm", "tiny", image_size=56)
