@@ -142,11 +142,12 @@ def unet_kwargs(cfg: dict) -> dict:
 
 def _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_channels, draw_batch, desc):
     """DDPM Algorithm 1 with ``training.train`` on whatever ``draw_batch(g, batch_size)`` returns
-    (images or latents, on ``device``). On a CPU every draw (batch, t, noise) comes from one CPU
+    (images or latents, on ``device``); returns the model, its EMA, the schedule, the history and
+    the finished checkpoint's contents. On a CPU every draw (batch, t, noise) comes from one CPU
     generator seeded with the config's seed, so a run is reproducible bit for bit; on an
     accelerator the generator lives on that device, so nothing is drawn on the CPU and copied over."""
     from . import loss, schedules
-    from .training import EMA, train
+    from .training import EMA, load_checkpoint, train
     from .unet import UNet
 
     torch.manual_seed(cfg["seed"])
@@ -162,8 +163,7 @@ def _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_chann
     history = train(model, loss_fn, lambda step: draw_batch(g, cfg["batch_size"]), cfg["steps"], lr=cfg["lr"],
                     ema=ema, generator=g, checkpoint=path, checkpoint_every=checkpoint_every, config=identity,
                     progress=progress, compile=compile, desc=desc)
-    seconds = float(torch.load(path, map_location="cpu", weights_only=True).get("seconds", float("nan")))
-    return model, ema, s, history, seconds
+    return model, ema, s, history, load_checkpoint(path)
 
 
 def _fashion_images(cfg, device):
@@ -182,15 +182,18 @@ def _fashion_images(cfg, device):
     return images.to(device)
 
 
+def _random_batch(images, g, bs):
+    """``bs`` images drawn with replacement on ``g``, indexed where the images live."""
+    return images[torch.randint(0, len(images), (bs,), generator=g, device=images.device)]
+
+
 def _train_fashion_ddpm(cfg, path, device, progress, compile=False, checkpoint_every=500) -> DDPMRun:
     """The pixel DDPM: the data set lives on the training device and batches are indexed there."""
     images = _fashion_images(cfg, device)
-
-    def draw_batch(g, bs):
-        return images[torch.randint(0, len(images), (bs,), generator=g, device=device)]
-
-    model, ema, s, history, seconds = _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, 1,
-                                                  draw_batch, f"DDPM on Fashion-MNIST ({cfg['scale']})")
+    model, ema, s, history, state = _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, 1,
+                                                lambda g, bs: _random_batch(images, g, bs),
+                                                f"DDPM on Fashion-MNIST ({cfg['scale']})")
+    seconds = float(state.get("seconds", "nan"))
     return DDPMRun(model, ema, s, history, cfg, seconds)
 
 
@@ -225,18 +228,10 @@ def _train_fashion_autoencoder(cfg, path, device, progress, compile=False, check
     images = _fashion_images(cfg, device)
     model = AutoEncoder(in_channels=1, **unet_kwargs({"unet": cfg["ae"]})).to(device)
 
-    def step(m, x, opt):
-        out = vae_loss(m, x, cfg["kl_weight"], generator=g)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-        opt.step()
-        return {k: v.detach() for k, v in out.items()}
-
     identity = {k: v for k, v in cfg.items() if k != "steps"}
-    history = train(model, None, lambda k: images[torch.randint(0, len(images), (cfg["batch_size"],), generator=g,
-                                                                device=device)],
-                    cfg["steps"], lr=cfg["lr"], step_fn=step, generator=g, checkpoint=path,
+    history = train(model, lambda m, x: vae_loss(m, x, cfg["kl_weight"], generator=g),
+                    lambda k: _random_batch(images, g, cfg["batch_size"]),
+                    cfg["steps"], lr=cfg["lr"], generator=g, checkpoint=path,
                     checkpoint_every=checkpoint_every, config=identity, progress=progress, compile=compile,
                     desc=f"autoencoder on Fashion-MNIST ({cfg['scale']})")
     state = load_checkpoint(path)
@@ -260,7 +255,6 @@ def _train_fashion_latent_ddpm(cfg, path, device, progress, compile=False, check
     fresh z ~ q(z | x) for its images, as LDM samples its latents, and multiplies by the scale.
     The finished checkpoint also holds the autoencoder and its scale, so it can be sampled alone."""
     from .autoencoder import LatentSpace
-    from .training import load_checkpoint
 
     ae_cfg = cfg["autoencoder"]
     ae_run = _train_fashion_autoencoder(ae_cfg, cache_path(ae_cfg), device, progress)
@@ -275,15 +269,15 @@ def _train_fashion_latent_ddpm(cfg, path, device, progress, compile=False, check
         eps = torch.randn(mean[idx].shape, generator=g, device=device)
         return scale * (mean[idx] + std[idx] * eps)
 
-    model, ema, s, history, seconds = _train_ddpm(cfg, path, device, progress, compile, checkpoint_every,
-                                                  ae_cfg["ae"]["latent_channels"], draw_batch,
-                                                  f"latent DDPM on Fashion-MNIST ({cfg['scale']})")
-    state = load_checkpoint(path)
+    model, ema, s, history, state = _train_ddpm(cfg, path, device, progress, compile, checkpoint_every,
+                                                ae_cfg["ae"]["latent_channels"], draw_batch,
+                                                f"latent DDPM on Fashion-MNIST ({cfg['scale']})")
     if "autoencoder" not in state:
         state["autoencoder"] = {"model": ae_run.model.state_dict(), "latent_scale": scale}
         with atomic_write(path) as f:
             torch.save(state, f)
-    return LatentDDPMRun(model, ema, s, history, cfg, seconds, LatentSpace(ae_run.model, scale))
+    return LatentDDPMRun(model, ema, s, history, cfg, float(state.get("seconds", "nan")),
+                         LatentSpace(ae_run.model, scale))
 
 
 def _train_fashion_classifier(cfg, path, device, progress, compile=False, checkpoint_every=None):

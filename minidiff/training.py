@@ -102,7 +102,9 @@ def _to(batch, device, channels_last: bool):
 def loss_step(loss_fn, *, grad_clip: float | None = 1.0, amp: bool = False):
     """The default step function: ``step(model, batch, optimizer) -> loss`` computes
     ``loss_fn(model, batch)`` (under bf16 autocast when ``amp``), back-propagates, clips the
-    gradient's global norm to ``grad_clip`` (None: no clipping) and steps the optimizer."""
+    gradient's global norm to ``grad_clip`` (None: no clipping) and steps the optimizer. A
+    ``loss_fn`` may return a dict of scalars: its "loss" is back-propagated and the whole dict,
+    detached, is returned (so its parts are logged)."""
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
     if grad_clip is not None:
@@ -113,11 +115,11 @@ def loss_step(loss_fn, *, grad_clip: float | None = 1.0, amp: bool = False):
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss["loss"] if isinstance(loss, dict) else loss).backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
-        return loss.detach()
+        return {k: v.detach() for k, v in loss.items()} if isinstance(loss, dict) else loss.detach()
 
     return step
 
