@@ -30,7 +30,8 @@ from ._checks import check_choice, check_float, check_int, check_tensor
 from ._files import atomic_write
 
 __all__ = ["swiss_roll", "two_moons", "GaussianMixture", "default_mixture", "toy_2d", "TOY_SETS",
-           "sample_image", "fashion_mnist", "FASHION_MNIST_CLASSES", "shapes", "SHAPE_ATTRIBUTES"]
+           "sample_image", "fashion_mnist", "FASHION_MNIST_CLASSES", "shapes", "SHAPE_ATTRIBUTES", "shape_caption",
+           "shape_captions", "shape_label", "shape_attributes", "shape_one_hot"]
 
 
 def swiss_roll(n: int, noise: float = 0.03, generator=None) -> torch.Tensor:
@@ -264,10 +265,63 @@ SHAPE_ATTRIBUTES = {
 }
 
 
-def shapes(n: int, size: int = 32, generator=None):
+def _pairs(name: str, pairs) -> list[tuple[int, int]]:
+    """(colour, shape) word pairs -> index pairs, each word checked against ``SHAPE_ATTRIBUTES``."""
+    colours, kinds = list(SHAPE_ATTRIBUTES["colour"]), list(SHAPE_ATTRIBUTES["shape"])
+    out = []
+    for pair in pairs:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and pair[0] in colours and pair[1] in kinds):
+            raise ValueError(f"{name} must hold (colour, shape) pairs with colour in {colours} and shape in "
+                             f"{kinds}, got {pair!r}")
+        out.append((colours.index(pair[0]), kinds.index(pair[1])))
+    return out
+
+
+def shape_caption(size: str, colour: str, shape: str, position: str) -> str:
+    """The caption of one picture: "a small red circle at the top left" ("in the centre")."""
+    return f"a {size} {colour} {shape} {'in the' if position == 'centre' else 'at the'} {position}"
+
+
+def shape_captions() -> list[str]:
+    """Every caption ``shapes`` can write (5 colours x 3 shapes x 2 sizes x 5 positions = 150)."""
+    A = SHAPE_ATTRIBUTES
+    return [shape_caption(sz, col, sh, pos) for col in A["colour"] for sh in A["shape"] for sz in A["size"]
+            for pos in A["position"]]
+
+
+def shape_label(attributes: dict) -> torch.Tensor:
+    """One id per (colour, shape, size, position): the index of the caption in ``shape_captions``."""
+    A, k = SHAPE_ATTRIBUTES, attributes
+    return ((k["colour"] * len(A["shape"]) + k["shape"]) * len(A["size"]) + k["size"]) * len(A["position"]) + k["position"]
+
+
+def shape_attributes(labels: torch.Tensor) -> dict:
+    """The inverse of ``shape_label``: attribute indices from combination ids."""
+    A, out, rest = SHAPE_ATTRIBUTES, {}, labels.long()
+    for key in ("position", "size", "shape", "colour"):
+        out[key], rest = rest % len(A[key]), rest // len(A[key])
+    return {k: out[k] for k in A}
+
+
+def shape_one_hot(attributes: dict) -> torch.Tensor:
+    """The attributes as 4 one-hot tokens (N, 4, 15): token k is one-hot in attribute k's slot of
+    the 5 + 3 + 2 + 5 values (the "one-hot labels" a conditional model can take instead of text)."""
+    A = SHAPE_ATTRIBUTES
+    widths = [len(v) for v in A.values()]
+    n = len(attributes["colour"])
+    out = torch.zeros(n, len(A), sum(widths))
+    for k, (key, offset) in enumerate(zip(A, np.cumsum([0] + widths[:-1]).tolist())):
+        out[torch.arange(n), k, offset + attributes[key]] = 1.0
+    return out
+
+
+def shapes(n: int, size: int = 32, generator=None, exclude=None, only=None):
     """``n`` pictures (n, 3, size, size) in [-1, 1] of one coloured shape on a light background,
     with captions such as "a small red circle at the top left" and the attribute indices.
 
+    :param exclude: (colour, shape) pairs never drawn, e.g. ``[("red", "triangle")]``: a training
+        set without them tests whether a model generalises to combinations it never saw.
+    :param only: (colour, shape) pairs to draw from (uniformly), e.g. the held-out ones.
     Returns ``(images, captions, attributes)`` where ``attributes`` maps "colour", "shape",
     "size" and "position" to LongTensors (n,) indexing ``SHAPE_ATTRIBUTES``.
     """
@@ -276,6 +330,15 @@ def shapes(n: int, size: int = 32, generator=None):
     A = SHAPE_ATTRIBUTES
     keys = {k: list(v) for k, v in A.items()}
     attrs = {k: torch.randint(0, len(v), (n,), generator=generator) for k, v in keys.items()}
+    if exclude is not None or only is not None:     # colour and shape drawn as one allowed pair
+        every = [(c, s) for c in range(len(keys["colour"])) for s in range(len(keys["shape"]))]
+        allowed = _pairs("only", only) if only is not None else every
+        banned = set(_pairs("exclude", exclude or []))
+        allowed = [p for p in allowed if p not in banned]
+        if not allowed:
+            raise ValueError("exclude and only leave no (colour, shape) pair to draw")
+        pick = torch.tensor(allowed)[torch.randint(0, len(allowed), (n,), generator=generator)]
+        attrs["colour"], attrs["shape"] = pick[:, 0], pick[:, 1]
     centres = torch.tensor([A["position"][p] for p in keys["position"]])[attrs["position"]]   # (n, 2) y, x
     radius = torch.tensor([A["size"][s] for s in keys["size"]])[attrs["size"]]
     colour = torch.tensor([A["colour"][c] for c in keys["colour"]])[attrs["colour"]]          # (n, 3)
@@ -289,8 +352,7 @@ def shapes(n: int, size: int = 32, generator=None):
                          (dy > -r) & (dy < 0.8 * r) & (dx.abs() < (dy + r) * 0.6)])       # triangle
     mask = masks[attrs["shape"], torch.arange(n)]                                        # (n, H, W)
     img = torch.where(mask[:, None], colour[:, :, None, None], torch.full((1, 3, 1, 1), 0.92))
-    captions = [f"a {keys['size'][s]} {keys['colour'][col]} {keys['shape'][sh]} "
-                f"{'in the' if keys['position'][p] == 'centre' else 'at the'} {keys['position'][p]}"
+    captions = [shape_caption(keys["size"][s], keys["colour"][col], keys["shape"][sh], keys["position"][p])
                 for s, col, sh, p in zip(attrs["size"].tolist(), attrs["colour"].tolist(),
                                          attrs["shape"].tolist(), attrs["position"].tolist())]
     return img * 2 - 1, captions, attrs

@@ -19,6 +19,8 @@ Pass ``trace=[]`` to ``forward`` to record the shape after every block, down and
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,7 +28,7 @@ from torch import nn
 from ._checks import check_float, check_int
 from .nets import timestep_embedding
 
-__all__ = ["ResBlock", "Attention", "UNet"]
+__all__ = ["ResBlock", "Attention", "UNet", "record_cross_attention"]
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -73,6 +75,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels)
         self.out = _zero(nn.Linear(channels, channels))
         self.cross = None
+        self.recorded = None        # a list while ``record_cross_attention`` is on
         if context_dim is not None:
             self.cross = nn.ModuleDict({"norm": nn.LayerNorm(channels), "q": nn.Linear(channels, channels),
                                         "kv": nn.Linear(context_dim, 2 * channels),
@@ -95,8 +98,31 @@ class Attention(nn.Module):
             if context is None:
                 raise ValueError("this U-Net was built with context_dim: pass context=(B, L, context_dim)")
             k, v = self.cross["kv"](context).chunk(2, dim=-1)
-            y = y + self.cross["out"](self._attend(self.cross["q"](self.cross["norm"](y)), k, v))
+            q = self.cross["q"](self.cross["norm"](y))
+            if self.recorded is not None:                   # softmax(Q K^T / sqrt(d)), heads averaged
+                d = c // self.heads
+                weights = torch.softmax(self._heads(q) @ self._heads(k).transpose(-1, -2) / d ** 0.5, dim=-1)
+                self.recorded.append((h, w, weights.mean(1).detach().float().cpu()))   # (B, H*W, L)
+            y = y + self.cross["out"](self._attend(q, k, v))
         return y.transpose(1, 2).reshape(b, c, h, w)
+
+
+@contextlib.contextmanager
+def record_cross_attention(model: nn.Module):
+    """While on, every cross-attention layer of ``model`` appends ``(H, W, weights)`` to the list
+    this yields, one entry per call: ``weights`` (B, H*W, L) is softmax(Q K^T / sqrt(d)) averaged
+    over heads, how much each pixel attends to each of the L context tokens (each row sums to 1)."""
+    layers = [m for m in model.modules() if isinstance(m, Attention) and m.cross is not None]
+    if not layers:
+        raise ValueError("model has no cross-attention layer (build the U-Net with context_dim)")
+    maps: list = []
+    for m in layers:
+        m.recorded = maps
+    try:
+        yield maps
+    finally:
+        for m in layers:
+            m.recorded = None
 
 
 class UNet(nn.Module):

@@ -163,3 +163,26 @@ def test_shapes_captions_match_pixels():
     big = attrs["size"] == list(A["size"]).index("large")
     assert area[big].mean() > 1.8 * area[~big].mean()
     assert caps[0].startswith("a ") and len(set(caps)) > 50
+
+
+def test_shapes_hold_out_pairs_and_combination_ids():
+    g = torch.Generator().manual_seed(0)
+    held = [("red", "triangle"), ("blue", "circle")]
+    _, caps, attrs = data.shapes(3000, size=8, generator=g, exclude=held)
+    assert not any("red triangle" in c or "blue circle" in c for c in caps)
+    assert len({(c, s) for c, s in zip(attrs["colour"].tolist(), attrs["shape"].tolist())}) == 13
+    _, caps, _ = data.shapes(200, size=8, generator=g, only=held)
+    assert all("red triangle" in c or "blue circle" in c for c in caps) and any("red" in c for c in caps)
+    # a combination id names the caption: shape_captions()[id] is the picture's caption
+    _, caps, attrs = data.shapes(300, size=8, generator=g)
+    ids = data.shape_label(attrs)
+    assert [data.shape_captions()[i] for i in ids.tolist()] == caps and len(set(data.shape_captions())) == 150
+    back = data.shape_attributes(ids)
+    assert all(torch.equal(back[k], attrs[k]) for k in attrs)
+    hot = data.shape_one_hot(attrs)
+    assert hot.shape == (300, 4, 15) and (hot.sum((1, 2)) == 4).all() and (hot.sum(2) == 1).all()
+    assert torch.equal(hot[:, 0, :5].argmax(1), attrs["colour"]) and torch.equal(hot[:, 3, 10:].argmax(1), attrs["position"])
+    with pytest.raises(ValueError, match=r"exclude must hold \(colour, shape\) pairs"):
+        data.shapes(4, exclude=[("crimson", "circle")])
+    with pytest.raises(ValueError, match="leave no"):
+        data.shapes(4, only=held, exclude=held)

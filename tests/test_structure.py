@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import minidiff
-from minidiff import (autoencoder, evaluation, forward, loss, metrics, nets, physics, plots, reverse, samplers, schedules,
+from minidiff import (autoencoder, clip, evaluation, guidance, forward, loss, metrics, nets, physics, plots, reverse, samplers, schedules,
                       training, unet, widgets)
 
 PACKAGE = pathlib.Path(minidiff.__file__).parent
@@ -125,6 +125,12 @@ x2 = torch.zeros(2, 2)
                                                  kl_weight=b)),
     ("scale", lambda b: autoencoder.LatentSpace(None, b)),
     ("n", lambda b: evaluation.draw_samples(lambda x, t: x, s10, (1, 2, 2), b, progress=False)),
+    ("context_length", lambda b: clip.Tokenizer(["a"], context_length=b)),
+    ("width", lambda b: clip.TextEncoder(10, width=b)),
+    ("k", lambda b: clip.retrieval_recall(x2, x2, k=b)),
+    ("scale", lambda b: guidance.cfg(lambda x, t: x, b, {"y": x2})),
+    ("p", lambda b: guidance.drop_condition(x2, b)),
+    ("w", lambda b: guidance.scale_from_w(b)),
 ])
 @pytest.mark.parametrize("flag", [True, False])
 def test_no_bool_where_a_number_is_meant(name, call, flag):
