@@ -15,14 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_float, check_int, check_tensor
+from ._checks import check_choice, check_float, check_int, check_tensor
 from .device import synchronize
 from .metrics import class_coverage, frechet_distance, precision_recall
 from .samplers import sample
 
 __all__ = ["FashionClassifier", "train_classifier", "accuracy", "features", "image_evaluator",
            "fashion_mnist_evaluator", "evaluate_samples", "draw_samples", "compare_samplers", "sampler_name",
-           "activation_bytes", "training_speed"]
+           "activation_bytes", "training_speed", "shapes_eval_set", "condition_accuracy", "score_conditional",
+           "conditional_context", "draw_guided", "guidance_sweep", "shapes_zero_shot", "ZERO_SHOT_TEMPLATES"]
 
 
 class FashionClassifier(nn.Module):
@@ -50,9 +51,11 @@ class FashionClassifier(nn.Module):
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, steps: int, batch_size: int = 128,
-                     lr: float = 2e-3, generator=None, device=None, progress: bool = True) -> FashionClassifier:
+                     lr: float = 2e-3, generator=None, device=None, progress: bool = True,
+                     flip: bool = True) -> FashionClassifier:
     """Train a ``FashionClassifier`` on ``images`` (N, C, H, H) with Adam, a one-cycle learning rate
-    and random horizontal flips, on ``device`` (default: the images'); returns it in eval mode.
+    and random horizontal flips (``flip=False`` where left and right are part of the label), on
+    ``device`` (default: the images'); returns it in eval mode.
     Batches are drawn on ``generator``'s device and indexed where the images live."""
     steps = check_int("steps", steps, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
@@ -63,6 +66,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, steps: int, bat
     device = torch.device(device) if device is not None else images.device
     images, labels = images.to(device), labels.to(device)
     gen_device = generator.device if generator is not None else device
+    flips = torch.tensor(bool(flip), device=device)
     model = FashionClassifier(num_classes=int(labels.max()) + 1, in_channels=images.shape[1],
                               size=images.shape[-1]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -72,7 +76,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, steps: int, bat
         idx = torch.randint(0, len(images), (batch_size,), generator=generator, device=gen_device).to(device)
         x, y = images[idx], labels[idx]
         flip = (torch.rand(batch_size, generator=generator, device=gen_device) < 0.5).to(device)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = torch.where(flip[:, None, None, None] & flips, x.flip(-1), x)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -145,12 +149,17 @@ def evaluate_samples(evaluator: dict, samples: torch.Tensor) -> dict:
 
 def draw_samples(model, s, shape, n: int, sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0,
                  batch_size: int = 100, seed: int = 0, prediction: str = "eps", device=None, progress: bool = True,
-                 clip_x0: float | None = 1.0) -> tuple[torch.Tensor, float]:
+                 clip_x0: float | None = 1.0, cond: dict | None = None) -> tuple[torch.Tensor, float]:
     """``n`` images of ``shape`` (C, H, W) from ``samplers.sample``, ``batch_size`` at a time, and the
     wall-clock seconds the sampling took per image. One CPU generator seeded with ``seed`` draws each
     batch's starting noise and then its per-step noise, so the same ``seed``, ``n`` and
-    ``batch_size`` give the same x_T to every sampler, and the same images on the same device."""
+    ``batch_size`` give the same x_T to every sampler, and the same images on the same device.
+    ``cond``: the model's condition keywords, each a tensor with n rows (image i gets row i)."""
     n = check_int("n", n, low=1)
+    cond = cond or {}
+    for k, v in cond.items():
+        if check_tensor(k, v).shape[0] != n:
+            raise ValueError(f"cond[{k!r}] must have n={n} rows, got {v.shape[0]}")
     batch_size = check_int("batch_size", batch_size, low=1)
     seed = check_int("seed", seed, low=0)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -162,7 +171,8 @@ def draw_samples(model, s, shape, n: int, sampler: str = "ddpm", steps: int | No
         synchronize(device)
         start = time.perf_counter()
         x = sample(model, s, full, sampler=sampler, steps=steps, eta=eta, x_T=x_T, generator=g,
-                   prediction=prediction, clip_x0=clip_x0, progress=progress)
+                   prediction=prediction, clip_x0=clip_x0, progress=progress,
+                   **{k: v[i:i + batch_size].to(device) for k, v in cond.items()})
         synchronize(device)
         seconds += time.perf_counter() - start
         out.append(x.cpu())
@@ -253,3 +263,124 @@ def training_speed(net: nn.Module, loss_fn, batch: torch.Tensor, steps: int = 3,
         if dev.type == "cuda":
             peak = torch.cuda.max_memory_allocated(dev) / 2**20
     return best, peak
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditional models on captioned shapes (lesson 09): does the picture show what the prompt asked?
+
+def shapes_eval_set(size: int, n: int, held_out: bool, pairs, seed: int = 0) -> dict:
+    """``n`` real shapes pictures with their ``captions`` and ``attributes``: only the held-out
+    (colour, shape) ``pairs`` when ``held_out``, else every pair but those (the training ones)."""
+    from . import data
+
+    g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+    kw = {"only": pairs} if held_out else {"exclude": pairs}
+    images, captions, attributes = data.shapes(check_int("n", n, low=1), size, generator=g, **kw)
+    return {"images": images, "captions": captions, "attributes": attributes}
+
+
+def condition_accuracy(classifier, images: torch.Tensor, attributes: dict) -> dict:
+    """The share of ``images`` that the shapes classifier (a ``FashionClassifier`` over the 150
+    ``data.shape_label`` combinations) reads with the asked-for value, per attribute, and "all"
+    (every attribute right)."""
+    from . import data
+
+    read = data.shape_attributes(_batched(classifier, images.clamp(-1, 1), _device(classifier)).argmax(1))
+    right = {k: read[k] == attributes[k].cpu() for k in attributes}
+    out = {k: v.float().mean().item() for k, v in right.items()}
+    out["all"] = torch.stack(list(right.values())).all(0).float().mean().item()
+    return out
+
+
+def score_conditional(classifier, images: torch.Tensor, attributes: dict, real_images: torch.Tensor) -> dict:
+    """FID, precision and recall of ``images`` against ``real_images`` (the classifier's features)
+    and their ``condition_accuracy`` ("accuracy": per attribute and "all").
+
+    Precision and recall compare against the *distinct* real pictures: a procedural set repeats
+    pictures, and a repeated point has a k-nearest-neighbour radius of 0, which would count only
+    exact copies as "inside the real manifold"."""
+    fake, real = features(classifier, images.clamp(-1, 1)), features(classifier, real_images)
+    precision, recall = precision_recall(torch.unique(real, dim=0), fake)
+    return {"fid": frechet_distance(fake, real), "precision": precision, "recall": recall, "samples": len(images),
+            "accuracy": condition_accuracy(classifier, images, attributes)}
+
+
+def conditional_context(run, captions, attributes) -> torch.Tensor:
+    """What a conditional shapes model takes as ``context``: its tokenizer's tokens for the
+    ``captions``, or one-hot attribute tokens for a model without text."""
+    from . import data
+
+    return run.tokenizer.encode(captions) if run.tokenizer is not None else data.shape_one_hot(attributes)
+
+
+def draw_guided(run, cond: torch.Tensor, scale: float, shape, *, sampler: str = "ddim", steps: int = 50,
+                batch_size: int = 100, seed: int = 0, device=None, progress: bool = False):
+    """``draw_samples`` of a conditional run's EMA model under classifier-free guidance at ``scale``
+    (``guidance.cfg`` with the run's ``uncond``), one image per row of ``cond`` (the model's context
+    or labels). The same ``seed`` gives every scale the same starting noise."""
+    from .guidance import cfg
+
+    device = torch.device(device) if device is not None else _device(run.ema.model)
+    key = next(iter(run.uncond))
+    return draw_samples(cfg(run.ema.model, scale, run.uncond), run.schedule, shape, len(cond), sampler, steps,
+                        batch_size=batch_size, seed=seed, prediction=run.config["prediction"], device=device,
+                        progress=progress, cond={key: cond})
+
+
+def guidance_sweep(run, classifier, scales, eval_sets: dict, *, steps: int = 50, sampler: str = "ddim",
+                   batch_size: int = 100, seed: int = 0, device=None, progress: bool = False,
+                   keep_images: bool = False) -> list[dict]:
+    """For every guidance scale and every named eval set (``shapes_eval_set``), sample one image
+    per caption from the same starting noise and score it (``score_conditional``). One row per
+    (scale, set), with the seconds per image; ``keep_images`` keeps the images too."""
+    rows = []
+    for scale in scales:
+        for name, ev in eval_sets.items():
+            cond = conditional_context(run, ev["captions"], ev["attributes"])
+            images, seconds = draw_guided(run, cond, scale, tuple(ev["images"].shape[1:]), sampler=sampler,
+                                          steps=steps, batch_size=batch_size, seed=seed, device=device,
+                                          progress=progress)
+            row = {"scale": float(scale), "set": name, "seconds_per_image": seconds,
+                   **score_conditional(classifier, images, ev["attributes"], ev["images"])}
+            if keep_images:
+                row["images"] = images
+            rows.append(row)
+    return rows
+
+
+ZERO_SHOT_TEMPLATES = ("caption", "ensemble", "word")
+
+
+@torch.no_grad()
+def shapes_zero_shot(clip_model, tokenizer, images: torch.Tensor, attributes: dict, template: str = "ensemble") -> dict:
+    """CLIP's zero-shot accuracy on shapes, per attribute, for three ways of writing the classes:
+
+    * "caption": the picture's own caption with only that attribute changed (needs the other
+      attributes: an upper bound);
+    * "ensemble": every caption with that value, embeddings averaged (Radford et al. 2021, §3.1.4);
+    * "word": the value alone ("red", "circle", "small", "top left").
+    """
+    from . import data
+    from .clip import zero_shot_classify
+
+    check_choice("template", template, ZERO_SHOT_TEMPLATES)
+    A, dev = data.SHAPE_ATTRIBUTES, _device(clip_model)
+    captions = data.shape_captions()
+    every = data.shape_attributes(torch.arange(len(captions)))
+    img = torch.cat([clip_model.embed_image(x.to(dev)) for x in images.split(500)])
+    if template == "caption":
+        sims = img @ clip_model.embed_text(tokenizer.encode(captions).to(dev)).T            # (N, 150)
+    out = {}
+    for key, values in A.items():
+        if template == "caption":
+            cand = torch.stack([data.shape_label({**attributes, key: torch.full_like(attributes[key], v)})
+                                for v in range(len(values))], 1).to(dev)                    # (N, V)
+            pred = sims.gather(1, cand).argmax(1)
+        elif template == "ensemble":
+            prompts = [[c for c, k in zip(captions, every[key].tolist()) if k == v] for v in range(len(values))]
+            pred = zero_shot_classify(clip_model, images, [tokenizer.encode(p) for p in prompts])
+        else:
+            pred = zero_shot_classify(clip_model, images, [tokenizer.encode([w]) for w in values])
+        out[key] = (pred.cpu() == attributes[key]).float().mean().item()
+    return out
+

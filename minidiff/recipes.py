@@ -29,8 +29,8 @@ from .device import get_device, get_scale
 from .samplers import SAMPLERS
 
 __all__ = ["RECIPES", "config", "cache_path", "load_or_train", "DDPMRun", "unet_kwargs", "model_from_checkpoint",
-           "Samples", "load_or_sample", "AutoencoderRun", "LatentDDPMRun",
-           "latent_space_from_checkpoint"]
+           "Samples", "load_or_sample", "AutoencoderRun", "LatentDDPMRun", "latent_space_from_checkpoint",
+           "ConditionalDDPMRun", "CLIPRun", "HELD_OUT", "shapes_tokenizer", "shapes_train_set"]
 
 RECIPES = {
     # The Fashion-MNIST DDPM of lessons 06-07 (and the CLI): a U-Net predicting eps on DDPM's
@@ -75,6 +75,41 @@ RECIPES = {
                  "batch_size": 128, "lr": 2e-4, "steps": 40000, "ema_decay": 0.9999, "ema_warmup": 2000,
                  "subset": None, "prediction": "eps", "scale_latents": True},
     },
+    # CLIP on captioned shapes (lesson 09): a CNN image encoder and a causal Transformer text encoder
+    # trained with clip.contrastive_loss; targets "groups" makes equal captions positives of each
+    # other, "naive" is the plain diagonal target (the floor lesson 09 measures).
+    "shapes-clip": {
+        "tiny": {"size": 16, "text": {"width": 32, "layers": 1, "heads": 2}, "image": {"width": 16}, "embed_dim": 32,
+                 "batch_size": 64, "lr": 2e-3, "steps": 150, "targets": "groups"},
+        "small": {"size": 24, "text": {"width": 64, "layers": 2, "heads": 4}, "image": {"width": 32}, "embed_dim": 64,
+                  "batch_size": 128, "lr": 1e-3, "steps": 1500, "targets": "groups"},
+        "full": {"size": 32, "text": {"width": 128, "layers": 4, "heads": 4}, "image": {"width": 64},
+                 "embed_dim": 128, "batch_size": 256, "lr": 5e-4, "steps": 6000, "targets": "groups"},
+    },
+    # The text-to-image DDPM on shapes: a U-Net with cross-attention to a prompt, condition dropped
+    # (to the empty prompt) 10% of the time. condition "clip": the frozen text encoder of the scale's
+    # "shapes-clip" (whose config is part of this one's); "learned": the same encoder, freshly
+    # initialised and trained by the diffusion loss alone; "onehot": no text, 4 one-hot attribute tokens.
+    "shapes-text-ddpm": {
+        "tiny": {"size": 16, "unet": {"base_channels": 16, "channel_mults": [1, 2], "attention_levels": [1]},
+                 "condition": "clip", "cond_dropout": 0.1, "batch_size": 32, "lr": 2e-3, "steps": 150,
+                 "ema_decay": 0.99, "ema_warmup": 10, "prediction": "eps"},
+        "small": {"size": 24, "unet": {"base_channels": 32, "channel_mults": [1, 2, 2], "attention_levels": [2]},
+                  "condition": "clip", "cond_dropout": 0.1, "batch_size": 32, "lr": 1e-3, "steps": 1500,
+                  "ema_decay": 0.995, "ema_warmup": 75, "prediction": "eps"},
+        "full": {"size": 32, "unet": {"base_channels": 64, "channel_mults": [1, 2, 2], "num_res_blocks": 2,
+                                      "attention_levels": [1, 2]},
+                 "condition": "clip", "cond_dropout": 0.1, "batch_size": 128, "lr": 2e-4, "steps": 20000,
+                 "ema_decay": 0.9995, "ema_warmup": 1000, "prediction": "eps"},
+    },
+    # The judge of lesson 09: one FashionClassifier on the 150 (colour, shape, size, position)
+    # combinations of real shapes (all of them, held-out pairs included), with pixel noise added so
+    # that slightly noisy samples are still read; its features give the shapes' FID.
+    "shapes-classifier": {
+        "tiny": {"size": 16, "steps": 150, "batch_size": 128, "lr": 2e-3, "noise": 0.2},
+        "small": {"size": 24, "steps": 600, "batch_size": 128, "lr": 2e-3, "noise": 0.2},
+        "full": {"size": 32, "steps": 1500, "batch_size": 128, "lr": 2e-3, "noise": 0.2},
+    },
     # The feature classifier behind every FID (evaluation.FashionClassifier), trained on the
     # Fashion-MNIST train split with Adam, one-cycle learning rate and random flips.
     "fashion-classifier": {
@@ -83,11 +118,25 @@ RECIPES = {
         "full": {"steps": 3000, "batch_size": 128, "lr": 2e-3},
     },
 }
+# The class-conditional Fashion-MNIST DDPM of lesson 10: "fashion-ddpm"'s settings and U-Net plus a label
+# embedding (10 classes + "no label"), the label dropped to "no label" 10% of the time (classifier-free
+# guidance, Ho & Salimans 2022, p_uncond = 0.1).
+RECIPES["fashion-cond-ddpm"] = {scale: {**copy.deepcopy(settings), "cond_dropout": 0.1}
+                                for scale, settings in RECIPES["fashion-ddpm"].items()}
 IMAGE_SHAPE = {"fashion-ddpm": (1, 28, 28)}        # what a DDPM recipe's model generates
 FIXED = {"fashion-ddpm": {"dataset": "fashion-mnist", "T": 1000, "schedule": "linear"},
          "fashion-autoencoder": {"dataset": "fashion-mnist"},
          "fashion-latent-ddpm": {"dataset": "fashion-mnist", "T": 1000, "schedule": "linear"},
-         "fashion-classifier": {"dataset": "fashion-mnist"}}
+         "fashion-classifier": {"dataset": "fashion-mnist"},
+         "fashion-cond-ddpm": {"dataset": "fashion-mnist", "T": 1000, "schedule": "linear", "num_classes": 10},
+         "shapes-clip": {"dataset": "shapes", "hold_out": [["red", "triangle"], ["green", "square"], ["blue", "circle"]],
+                         "context_length": 12, "train_set": 4096},
+         "shapes-text-ddpm": {"dataset": "shapes", "T": 1000, "schedule": "linear",
+                              "hold_out": [["red", "triangle"], ["green", "square"], ["blue", "circle"]],
+                              "context_length": 12, "train_set": 4096},
+         "shapes-classifier": {"dataset": "shapes", "train_set": 6000}}
+# The (colour, shape) pairs no shapes model ever sees in training: lesson 09 tests on them.
+HELD_OUT = [tuple(p) for p in FIXED["shapes-clip"]["hold_out"]]
 # Settings a recipe takes as an override but leaves out of its default config (so the configs,
 # and the cache files, of the default runs stay what they were): the image size of the latent
 # pipeline (Fashion-MNIST upsampled; lesson 08 trains a 56x56 latent model at full scale).
@@ -102,6 +151,8 @@ def config(name: str, scale: str | None = None, **overrides) -> dict:
     cfg = {"recipe": name, "scale": scale, "seed": 0, **FIXED[name], **copy.deepcopy(RECIPES[name][scale])}
     if name == "fashion-latent-ddpm":               # the latents it learns are part of what it is
         cfg["autoencoder"] = config("fashion-autoencoder", scale)
+    if name == "shapes-text-ddpm":                  # so is the text encoder it reads prompts with
+        cfg["clip"] = config("shapes-clip", scale)
     known = set(cfg) | set(OPTIONAL.get(name, {}))
     unknown = sorted((set(overrides) - known) | ({"recipe", "scale"} & set(overrides)))
     if unknown:
@@ -112,6 +163,10 @@ def config(name: str, scale: str | None = None, **overrides) -> dict:
         if name == "fashion-latent-ddpm" and "autoencoder" not in overrides:     # its autoencoder at that size too
             cfg["autoencoder"] = config("fashion-autoencoder", scale, image_size=overrides["image_size"])
     cfg.update(copy.deepcopy(overrides))
+    if name == "shapes-text-ddpm":
+        check_choice("condition", cfg["condition"], ("clip", "learned", "onehot"))
+        if cfg["condition"] == "onehot":
+            cfg.pop("clip")                         # no text encoder at all
     return cfg
 
 
@@ -140,10 +195,12 @@ def unet_kwargs(cfg: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["unet"].items()}
 
 
-def _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_channels, draw_batch, desc):
+def _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_channels, draw_batch, desc,
+                make_model=None):
     """DDPM Algorithm 1 with ``training.train`` on whatever ``draw_batch(g, batch_size)`` returns
-    (images or latents, on ``device``); returns the model, its EMA, the schedule, the history and
-    the finished checkpoint's contents. On a CPU every draw (batch, t, noise) comes from one CPU
+    (images or latents on ``device``, or ``(x0, cond)`` with ``cond`` the model's condition keywords);
+    returns the model, its EMA, the schedule, the history and the finished checkpoint's contents.
+    The model is ``UNet(in_channels, **cfg["unet"])``, or ``make_model()`` for a conditional one. On a CPU every draw (batch, t, noise) comes from one CPU
     generator seeded with the config's seed, so a run is reproducible bit for bit; on an
     accelerator the generator lives on that device, so nothing is drawn on the CPU and copied over."""
     from . import loss, schedules
@@ -153,11 +210,12 @@ def _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_chann
     torch.manual_seed(cfg["seed"])
     g = torch.Generator(device).manual_seed(cfg["seed"])
     s = schedules.make(cfg["schedule"], T=cfg["T"])
-    model = UNet(in_channels=in_channels, **unet_kwargs(cfg)).to(device)
+    model = (make_model() if make_model else UNet(in_channels=in_channels, **unet_kwargs(cfg))).to(device)
     ema = EMA(model, cfg["ema_decay"], warmup=cfg["ema_warmup"])
 
-    def loss_fn(m, x0):
-        return loss.diffusion_loss(m, s, x0, prediction=cfg["prediction"], generator=g)   # t and noise drawn on g
+    def loss_fn(m, batch):
+        x0, cond = batch if isinstance(batch, tuple) else (batch, {})
+        return loss.diffusion_loss(m, s, x0, prediction=cfg["prediction"], generator=g, **cond)  # t, noise on g
 
     identity = {k: v for k, v in cfg.items() if k != "steps"}      # a run may be resumed to more steps
     history = train(model, loss_fn, lambda step: draw_batch(g, cfg["batch_size"]), cfg["steps"], lr=cfg["lr"],
@@ -280,31 +338,196 @@ def _train_fashion_latent_ddpm(cfg, path, device, progress, compile=False, check
                          LatentSpace(ae_run.model, scale))
 
 
-def _train_fashion_classifier(cfg, path, device, progress, compile=False, checkpoint_every=None):
-    """The feature classifier: loaded from ``path`` if a finished run of this config is there, else
-    trained (a few minutes at most, so an interrupted run starts again) and saved."""
-    from . import data
-    from .evaluation import FashionClassifier, train_classifier
+def _load_classifier(cfg, path, device):
+    """A finished classifier run of ``cfg`` from ``path`` (trained in minutes, so never resumed)."""
+    from .evaluation import FashionClassifier
     from .training import load_checkpoint
 
-    if path.exists():
-        state = load_checkpoint(path, map_location=device)
-        if state.get("config") != cfg:
-            raise ValueError(f"{path} holds a classifier of another config; delete it or pass another path")
-        model = FashionClassifier(**state["shape"]).to(device)
-        model.load_state_dict(state["model"])
-        return model.eval()
-    torch.manual_seed(cfg["seed"])
-    x, y = data.fashion_mnist("train")
-    model = train_classifier(x, y, cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                             generator=torch.Generator().manual_seed(cfg["seed"]), device=device, progress=progress)
+    state = load_checkpoint(path, map_location=device)
+    if state.get("config") != cfg:
+        raise ValueError(f"{path} holds a classifier of another config; delete it or pass another path")
+    model = FashionClassifier(**state["shape"]).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def _save_classifier(model, cfg, path):
     with atomic_write(path) as f:
         torch.save({"model": model.state_dict(), "config": cfg, "shape": model.shape}, f)
     return model
 
 
+def _train_fashion_classifier(cfg, path, device, progress, compile=False, checkpoint_every=None):
+    """The feature classifier: loaded from ``path`` if a finished run of this config is there, else
+    trained (a few minutes at most, so an interrupted run starts again) and saved."""
+    from . import data
+    from .evaluation import train_classifier
+
+    if path.exists():
+        return _load_classifier(cfg, path, device)
+    torch.manual_seed(cfg["seed"])
+    x, y = data.fashion_mnist("train")
+    model = train_classifier(x, y, cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                             generator=torch.Generator().manual_seed(cfg["seed"]), device=device, progress=progress)
+    return _save_classifier(model, cfg, path)
+
+
+# A trained conditional DDPM: a DDPMRun's fields, plus ``uncond`` (the "no condition" keywords for
+# ``guidance.cfg``) and the ``tokenizer`` its prompts go through (None without text).
+ConditionalDDPMRun = NamedTuple("ConditionalDDPMRun",
+                                [*DDPMRun.__annotations__.items(), ("uncond", dict), ("tokenizer", object)])
+
+
+def _train_fashion_cond_ddpm(cfg, path, device, progress, compile=False, checkpoint_every=500):
+    """The class-conditional pixel DDPM: each batch's labels, each replaced by "no label" (id
+    ``num_classes``) with probability ``cond_dropout`` (``guidance.drop_condition``)."""
+    from . import data
+    from .guidance import drop_condition
+    from .unet import UNet
+
+    images = _fashion_images(cfg, device)
+    labels = data.fashion_mnist("train")[1]
+    labels = (labels[:cfg["subset"]] if cfg.get("subset") else labels).to(device)
+    k = cfg["num_classes"]
+
+    def draw_batch(g, bs):
+        idx = torch.randint(0, len(images), (bs,), generator=g, device=device)
+        return images[idx], {"y": drop_condition(labels[idx], cfg["cond_dropout"], g, null=k)}
+
+    model, ema, s, history, state = _train_ddpm(
+        cfg, path, device, progress, compile, checkpoint_every, 1, draw_batch,
+        f"class-conditional DDPM on Fashion-MNIST ({cfg['scale']})",
+        make_model=lambda: UNet(in_channels=1, num_classes=k, **unet_kwargs(cfg)))
+    return ConditionalDDPMRun(model, ema, s, history, cfg, float(state.get("seconds", "nan")),
+                              {"y": torch.tensor([k], device=device)}, None)
+
+
+def shapes_tokenizer(context_length: int):
+    """The tokenizer of every shapes model: the words of all 150 captions (``data.shape_captions``)."""
+    from . import data
+    from .clip import Tokenizer
+
+    return Tokenizer.from_captions(data.shape_captions(), context_length)
+
+
+def shapes_train_set(cfg, device):
+    """The config's shapes training set: ``train_set`` pictures drawn once (seeded) without the
+    held-out pairs, with their captions' tokens and caption ids (``data.shape_label``), on ``device``."""
+    from . import data
+
+    g = torch.Generator().manual_seed(cfg["seed"])
+    images, captions, attrs = data.shapes(cfg["train_set"], cfg["size"], generator=g, exclude=cfg.get("hold_out"))
+    out = {"images": images, "labels": data.shape_label(attrs), "one_hot": data.shape_one_hot(attrs)}
+    if "context_length" in cfg:
+        out["tokens"] = shapes_tokenizer(cfg["context_length"]).encode(captions)
+    return {k: v.to(device) for k, v in out.items()}
+
+
+class CLIPRun(NamedTuple):
+    """A trained ``clip.CLIP`` with its ``tokenizer``, the loss ``history`` (dicts: the loss trained
+    on, the naive loss and the naive loss's floor for each batch), ``config`` and ``seconds``."""
+    model: torch.nn.Module
+    tokenizer: object
+    history: list
+    config: dict
+    seconds: float
+
+
+def _train_shapes_clip(cfg, path, device, progress, compile=False, checkpoint_every=500) -> CLIPRun:
+    """CLIP on captioned shapes with ``clip.contrastive_loss`` (groups = caption ids when
+    ``targets`` is "groups"); every step also logs the naive loss and its floor for the batch."""
+    from .clip import CLIP, contrastive_loss
+    from .training import load_checkpoint, train
+
+    check_choice("targets", cfg["targets"], ("groups", "naive"))
+    torch.manual_seed(cfg["seed"])
+    g = torch.Generator(device).manual_seed(cfg["seed"])
+    data_set = shapes_train_set(cfg, device)
+    tok = shapes_tokenizer(cfg["context_length"])
+    model = CLIP(len(tok), cfg["context_length"], cfg["embed_dim"], cfg["text"], cfg["image"]).to(device)
+
+    def loss_fn(m, batch):
+        images, tokens, labels = batch
+        img, txt = m(images, tokens)
+        naive = contrastive_loss(img, txt, m.logit_scale)
+        grouped = contrastive_loss(img, txt, m.logit_scale, groups=labels)
+        copies = (labels[:, None] == labels[None, :]).sum(1).double()       # contrastive_floor, on the device
+        return {"loss": grouped if cfg["targets"] == "groups" else naive, "naive": naive, "grouped": grouped,
+                "floor": copies.log().mean()}
+
+    def draw(step):
+        idx = torch.randint(0, len(data_set["images"]), (cfg["batch_size"],), generator=g, device=device)
+        return data_set["images"][idx], data_set["tokens"][idx], data_set["labels"][idx]
+
+    identity = {k: v for k, v in cfg.items() if k != "steps"}
+    history = train(model, loss_fn, draw, cfg["steps"], lr=cfg["lr"], generator=g, checkpoint=path,
+                    checkpoint_every=checkpoint_every, config=identity, progress=progress, compile=compile,
+                    desc=f"CLIP on shapes ({cfg['scale']})")
+    return CLIPRun(model.eval(), tok, history, cfg, float(load_checkpoint(path).get("seconds", "nan")))
+
+
+def _train_shapes_text_ddpm(cfg, path, device, progress, compile=False, checkpoint_every=500) -> ConditionalDDPMRun:
+    """The text-to-image DDPM: ``clip.TextConditionedUNet`` on the shapes training set, its
+    prompt replaced by the empty prompt (or, for one-hot attributes, by zeros) with probability
+    ``cond_dropout``."""
+    from .clip import TextConditionedUNet, TextEncoder
+    from .guidance import drop_condition
+    from .unet import UNet
+
+    data_set = shapes_train_set(cfg, device)
+    if cfg["condition"] == "onehot":
+        context, null = data_set["one_hot"], torch.zeros_like(data_set["one_hot"][:1])
+        context_dim, tok = context.shape[-1], None
+    else:
+        tok = shapes_tokenizer(cfg["context_length"])
+        context, null = data_set["tokens"], tok.encode([""]).to(device)
+        context_dim = cfg["clip"]["text"]["width"]
+        if cfg["condition"] == "clip":
+            clip_cfg = cfg["clip"]
+            frozen = _train_shapes_clip(clip_cfg, cache_path(clip_cfg), device, progress).model.text
+
+    def make_model():
+        unet = UNet(in_channels=3, context_dim=context_dim, **unet_kwargs(cfg))
+        if cfg["condition"] == "onehot":
+            return TextConditionedUNet(unet)
+        if cfg["condition"] == "clip":
+            return TextConditionedUNet(unet, frozen)
+        return TextConditionedUNet(unet, TextEncoder(len(tok), cfg["context_length"], **cfg["clip"]["text"]),
+                                   train_text_encoder=True)
+
+    def draw_batch(g, bs):
+        idx = torch.randint(0, len(context), (bs,), generator=g, device=device)
+        return data_set["images"][idx], {"context": drop_condition(context[idx], cfg["cond_dropout"], g, null=null[0])}
+
+    model, ema, s, history, state = _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, 3,
+                                                draw_batch, f"text-to-image DDPM on shapes, {cfg['condition']} "
+                                                            f"({cfg['scale']})", make_model=make_model)
+    return ConditionalDDPMRun(model, ema, s, history, cfg, float(state.get("seconds", "nan")),
+                              {"context": null}, tok)
+
+
+def _train_shapes_classifier(cfg, path, device, progress, compile=False, checkpoint_every=None):
+    """The judge of shapes samples: a ``FashionClassifier`` over the 150 combinations
+    (``data.shape_label``) of ``train_set`` real pictures (no pair held out), each with Gaussian
+    pixel noise of a random standard deviation in [0, ``noise``]; no flips (left/right is a label)."""
+    from . import data
+    from .evaluation import train_classifier
+
+    if path.exists():
+        return _load_classifier(cfg, path, device)
+    torch.manual_seed(cfg["seed"])
+    g = torch.Generator().manual_seed(cfg["seed"])
+    x, _, attrs = data.shapes(cfg["train_set"], cfg["size"], generator=g)
+    x = x + cfg["noise"] * torch.rand(len(x), 1, 1, 1, generator=g) * torch.randn(x.shape, generator=g)
+    model = train_classifier(x, data.shape_label(attrs), cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                             generator=g, device=device, progress=progress, flip=False)
+    return _save_classifier(model, cfg, path)
+
+
 TRAINERS = {"fashion-ddpm": _train_fashion_ddpm, "fashion-autoencoder": _train_fashion_autoencoder,
-            "fashion-latent-ddpm": _train_fashion_latent_ddpm, "fashion-classifier": _train_fashion_classifier}
+            "fashion-latent-ddpm": _train_fashion_latent_ddpm, "fashion-classifier": _train_fashion_classifier,
+            "fashion-cond-ddpm": _train_fashion_cond_ddpm, "shapes-clip": _train_shapes_clip,
+            "shapes-text-ddpm": _train_shapes_text_ddpm, "shapes-classifier": _train_shapes_classifier}
 
 
 def load_or_train(name: str, scale: str | None = None, *, device=None, progress: bool = True, checkpoint=None,

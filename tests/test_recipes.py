@@ -201,3 +201,48 @@ def test_a_latent_model_at_56_pixels(cache):
         recipes.config("fashion-latent-ddpm", "tiny", image_size=2)
     with pytest.raises(ValueError, match="has no setting image_size"):
         recipes.config("fashion-ddpm", "tiny", image_size=56)
+
+
+def test_shapes_clip_logs_the_naive_floor_and_holds_out_pairs(cache):
+    from minidiff import clip
+    run = recipes.load_or_train("shapes-clip", "tiny", progress=False, steps=20)
+    assert set(run.history[0]) == {"loss", "naive", "grouped", "floor"}
+    cfg = run.config
+    train = recipes.shapes_train_set(cfg, "cpu")
+    batch = train["labels"][:cfg["batch_size"]]
+    assert 0 < clip.contrastive_floor(batch) < cfg["batch_size"]
+    assert all(h["naive"] >= h["floor"] - 1e-4 for h in run.history)     # the naive loss never beats its floor
+    pairs = {(c, s) for c, s in zip(*[data.shape_attributes(train["labels"])[k].tolist() for k in ("colour", "shape")])}
+    colours, kinds = list(data.SHAPE_ATTRIBUTES["colour"]), list(data.SHAPE_ATTRIBUTES["shape"])
+    assert len(pairs) == 15 - len(recipes.HELD_OUT)
+    assert not pairs & {(colours.index(c), kinds.index(s)) for c, s in recipes.HELD_OUT}
+    assert recipes.load_or_train("shapes-clip", "tiny", progress=False, steps=20).history == run.history
+
+
+@pytest.mark.parametrize("condition", ["clip", "learned", "onehot"])
+def test_the_text_to_image_ddpm_and_its_condition(cache, condition):
+    from minidiff import guidance, samplers
+    run = recipes.load_or_train("shapes-text-ddpm", "tiny", progress=False, steps=15, condition=condition)
+    assert ("clip" in run.config) == (condition != "onehot")
+    assert (run.tokenizer is None) == (condition == "onehot")
+    encoder = run.model.text_encoder
+    if condition == "clip":      # the frozen encoder is exactly the cached CLIP's text tower
+        clip_run = recipes.load_or_train("shapes-clip", "tiny", progress=False)
+        assert all(torch.equal(a, b) for a, b in zip(encoder.parameters(), clip_run.model.text.parameters()))
+    assert (encoder is None) == (condition == "onehot")
+    size = run.config["size"]
+    if run.tokenizer is not None:
+        context = run.tokenizer.encode(["a large red square in the centre", "a small blue circle at the top left"])
+    else:
+        context = data.shape_one_hot(data.shapes(2, size, generator=torch.Generator().manual_seed(0))[2])
+    x = samplers.sample(guidance.cfg(run.ema.model, 3.0, run.uncond), run.schedule, (2, 3, size, size), "ddim",
+                        steps=5, generator=torch.Generator().manual_seed(0), progress=False, context=context)
+    assert x.shape == (2, 3, size, size) and torch.isfinite(x).all()
+
+
+def test_the_class_conditional_fashion_ddpm(cache):
+    run = recipes.load_or_train("fashion-cond-ddpm", "tiny", progress=False, steps=10)
+    assert run.config["num_classes"] == 10 and run.config["cond_dropout"] == 0.1
+    assert run.model.class_emb.num_embeddings == 11 and run.uncond["y"].tolist() == [10]
+    clf = recipes.load_or_train("shapes-classifier", "tiny", progress=False)
+    assert clf.head[-1].out_features == 150 and clf.shape["in_channels"] == 3
