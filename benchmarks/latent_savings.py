@@ -32,7 +32,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _machine import machine_info  # noqa: E402
+from _machine import machine_info, write_result  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -145,9 +145,6 @@ def main(argv=None) -> int:
     if args.no_write:
         print(json.dumps(result))
         return 0
-    out = pathlib.Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "latent.json").write_text(json.dumps(result, indent=1) + "\n")
     pix, lat = rows
     lines = [f"Pixel against latent DDPM ({scale}, {dev.type}, {n} samples per FID, floor {result['real_floor']:.1f}; "
              f"autoencoder rFID {result['rfid']:.1f}, PSNR {result['psnr']:.1f} dB, latent scale {result['latent_scale']:.4f})",
@@ -162,9 +159,7 @@ def main(argv=None) -> int:
     lines += [f"| {r['resolution']} | {r['pixel_step_s']:.3f} | {r['latent_step_s']:.3f} | "
               f"{r['pixel_step_s'] / r['latent_step_s']:.1f}x | {r['pixel_mem_mb']:.1f} | {r['latent_mem_mb']:.2f} | "
               f"{r['pixel_mem_mb'] / r['latent_mem_mb']:.1f}x |" for r in resolution_rows]
-    (out / "latent.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(json.dumps(result))
+    write_result("latent", result, lines)
     return 0
 
 

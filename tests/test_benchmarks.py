@@ -44,3 +44,15 @@ def test_latent_savings_benchmark_reports_every_field():
     for r in out["resolution_rows"]:                                          # f = 4: far fewer activations
         assert r["pixel_mem_mb"] > 4 * r["latent_mem_mb"]
     assert out["latent_scale"] > 0 and out["psnr"] > 0 and out["rfid"] >= 0
+
+
+def test_guidance_benchmark_reports_every_field():
+    out = last_json("benchmarks/guidance.py", "--scale", "tiny", "--samples", "6", "--steps", "2")
+    assert [(r["scale"], r["set"]) for r in out["rows"]][:3] == [(0.0, "seen"), (0.0, "held-out"), (1.0, "seen")]
+    assert len(out["rows"]) == 14
+    for r in out["rows"]:
+        assert {"scale", "fid", "precision", "recall", "condition_accuracy", "samples"} <= set(r)
+        assert r["samples"] == 6 and 0 <= r["condition_accuracy"] <= min(r["accuracy"].values()) + 1e-9
+    assert set(out["clip_zero_shot"]) == {"caption", "ensemble", "word"}
+    assert set(out["clip_zero_shot"]["ensemble"]["held-out"]) == {"colour", "shape", "size", "position"}
+    assert out["machine"]["cpu_count"] >= 1
