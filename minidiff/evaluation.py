@@ -355,8 +355,8 @@ ZERO_SHOT_TEMPLATES = ("caption", "ensemble", "word")
 def shapes_zero_shot(clip_model, tokenizer, images: torch.Tensor, attributes: dict, template: str = "ensemble") -> dict:
     """CLIP's zero-shot accuracy on shapes, per attribute, for three ways of writing the classes:
 
-    * "caption": the picture's own caption with only that attribute changed (needs the other
-      attributes: an upper bound);
+    * "caption": the picture's own caption with only that attribute changed (oracle knowledge of
+      the other attributes; not an upper bound: on held-out pairs that caption was never trained on);
     * "ensemble": every caption with that value, embeddings averaged (Radford et al. 2021, §3.1.4);
     * "word": the value alone ("red", "circle", "small", "top left").
     """
