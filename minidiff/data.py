@@ -197,6 +197,18 @@ def _read_idx(path: pathlib.Path, name: str | None = None) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=8)          # labels (magic 2049)
 
 
+_PARSED: dict = {}       # (path, size, mtime) -> the verified array: a file is decompressed and hashed once per process
+
+
+def _read_idx_once(path: pathlib.Path) -> np.ndarray:
+    """``_read_idx``, remembered for as long as the file keeps its size and modification time."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _PARSED:
+        _PARSED[key] = _read_idx(path)
+    return _PARSED[key]
+
+
 def _download(name: str, folder: pathlib.Path) -> pathlib.Path:
     """Fetch one official file into ``folder``; it takes its real name only once its SHA-256 is right."""
     base = os.environ.get("MINIDIFF_FASHION_MNIST_URL", FASHION_MNIST_URL)
@@ -244,7 +256,7 @@ def fashion_mnist(split: str = "train", download: bool = True):
         except (urllib.error.URLError, OSError) as e:   # offline, refused, timed out
             raise FileNotFoundError(_offline_message(split, e)) from e
         folder = target
-    images, labels = (_read_idx(folder / n) for n in names)
+    images, labels = (_read_idx_once(folder / n) for n in names)
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"Fashion-MNIST files in {folder} disagree: {images.shape[0]} images, "
                          f"{labels.shape[0]} labels")

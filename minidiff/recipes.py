@@ -30,7 +30,8 @@ from .samplers import SAMPLERS
 
 __all__ = ["RECIPES", "config", "cache_path", "load_or_train", "DDPMRun", "unet_kwargs", "model_from_checkpoint",
            "Samples", "load_or_sample", "AutoencoderRun", "LatentDDPMRun", "latent_space_from_checkpoint",
-           "ConditionalDDPMRun", "CLIPRun", "HELD_OUT", "shapes_tokenizer", "shapes_train_set"]
+           "ConditionalDDPMRun", "CLIPRun", "HELD_OUT", "shapes_tokenizer", "shapes_train_set", "GANRun",
+           "STABILITY", "stability_grid"]
 
 RECIPES = {
     # The Fashion-MNIST DDPM of lessons 06-07 (and the CLI): a U-Net predicting eps on DDPM's
@@ -110,6 +111,18 @@ RECIPES = {
         "small": {"size": 24, "steps": 600, "batch_size": 128, "lr": 2e-3, "noise": 0.2},
         "full": {"size": 32, "steps": 1500, "batch_size": 128, "lr": 2e-3, "noise": 0.2},
     },
+    # The DCGAN baseline of lesson 10 (gan.py): Radford et al. 2016's Adam (lr 2e-4, beta1 0.5), the
+    # non-saturating loss, z of 100 dimensions; every ``track_every`` steps ``track_samples`` images from
+    # fixed noise (as many as lessons 06-10 score per FID) are scored for mode collapse
+    # (gan.collapse_stats) and FID, and a few kept as snapshots.
+    "fashion-gan": {
+        "tiny": {"z_dim": 100, "width": 16, "batch_size": 32, "lr": 2e-4, "beta1": 0.5, "loss": "nonsaturating",
+                 "steps": 150, "subset": 2000, "track_every": 75, "track_samples": 64},
+        "small": {"z_dim": 100, "width": 32, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "loss": "nonsaturating",
+                  "steps": 3000, "subset": None, "track_every": 500, "track_samples": 200},
+        "full": {"z_dim": 100, "width": 64, "batch_size": 128, "lr": 2e-4, "beta1": 0.5, "loss": "nonsaturating",
+                 "steps": 20000, "subset": None, "track_every": 2000, "track_samples": 5000},
+    },
     # The feature classifier behind every FID (evaluation.FashionClassifier), trained on the
     # Fashion-MNIST train split with Adam, one-cycle learning rate and random flips.
     "fashion-classifier": {
@@ -123,6 +136,14 @@ RECIPES = {
 # guidance, Ho & Salimans 2022, p_uncond = 0.1).
 RECIPES["fashion-cond-ddpm"] = {scale: {**copy.deepcopy(settings), "cond_dropout": 0.1}
                                 for scale, settings in RECIPES["fashion-ddpm"].items()}
+# The class-conditional DCGAN of lesson 10: "fashion-gan"'s settings, labels into G (concatenated to z)
+# and D (one-hot label planes concatenated to the image).
+RECIPES["fashion-cond-gan"] = copy.deepcopy(RECIPES["fashion-gan"])
+# Lesson 10's stability grid: each model at its recipe's learning rate times 1/4, 1 and 4, with three
+# seeds, for a short training budget per scale (about the same wall-clock for both models on a CPU).
+STABILITY = {"seeds": (0, 1, 2), "lr_factors": (0.25, 1.0, 4.0),
+             "steps": {"fashion-gan": {"tiny": 10, "small": 1000, "full": 5000},
+                       "fashion-ddpm": {"tiny": 10, "small": 300, "full": 5000}}}
 IMAGE_SHAPE = {"fashion-ddpm": (1, 28, 28)}        # what a DDPM recipe's model generates
 FIXED = {"fashion-ddpm": {"dataset": "fashion-mnist", "T": 1000, "schedule": "linear"},
          "fashion-autoencoder": {"dataset": "fashion-mnist"},
@@ -134,7 +155,9 @@ FIXED = {"fashion-ddpm": {"dataset": "fashion-mnist", "T": 1000, "schedule": "li
          "shapes-text-ddpm": {"dataset": "shapes", "T": 1000, "schedule": "linear",
                               "hold_out": [["red", "triangle"], ["green", "square"], ["blue", "circle"]],
                               "context_length": 12, "train_set": 4096},
-         "shapes-classifier": {"dataset": "shapes", "train_set": 6000}}
+         "shapes-classifier": {"dataset": "shapes", "train_set": 6000},
+         "fashion-gan": {"dataset": "fashion-mnist"},
+         "fashion-cond-gan": {"dataset": "fashion-mnist", "num_classes": 10}}
 # The (colour, shape) pairs no shapes model ever sees in training: lesson 09 tests on them.
 HELD_OUT = [tuple(p) for p in FIXED["shapes-clip"]["hold_out"]]
 # Settings a recipe takes as an override but leaves out of its default config (so the configs,
@@ -168,6 +191,17 @@ def config(name: str, scale: str | None = None, **overrides) -> dict:
         if cfg["condition"] == "onehot":
             cfg.pop("clip")                         # no text encoder at all
     return cfg
+
+
+def stability_grid(name: str, scale: str | None = None) -> list[dict]:
+    """The overrides of every run in ``STABILITY``'s grid for recipe ``name`` ("fashion-gan" or
+    "fashion-ddpm"): ``load_or_train(name, scale, **overrides)`` trains or loads each."""
+    check_choice("name", name, STABILITY["steps"])
+    cfg = config(name, scale)
+    steps = STABILITY["steps"][name][cfg["scale"]]
+    extra = {"track_every": steps} if name == "fashion-gan" else {}
+    return [{"lr": cfg["lr"] * f, "seed": seed, "steps": steps, **extra}
+            for f in STABILITY["lr_factors"] for seed in STABILITY["seeds"]]
 
 
 def cache_path(cfg: dict) -> pathlib.Path:
@@ -381,13 +415,11 @@ ConditionalDDPMRun = NamedTuple("ConditionalDDPMRun",
 def _train_fashion_cond_ddpm(cfg, path, device, progress, compile=False, checkpoint_every=500):
     """The class-conditional pixel DDPM: each batch's labels, each replaced by "no label" (id
     ``num_classes``) with probability ``cond_dropout`` (``guidance.drop_condition``)."""
-    from . import data
     from .guidance import drop_condition
     from .unet import UNet
 
     images = _fashion_images(cfg, device)
-    labels = data.fashion_mnist("train")[1]
-    labels = (labels[:cfg["subset"]] if cfg.get("subset") else labels).to(device)
+    labels = _fashion_labels(cfg, device)
     k = cfg["num_classes"]
 
     def draw_batch(g, bs):
@@ -524,10 +556,93 @@ def _train_shapes_classifier(cfg, path, device, progress, compile=False, checkpo
     return _save_classifier(model, cfg, path)
 
 
+class GANRun(NamedTuple):
+    """A trained GAN: the ``model`` (``gan.GAN``; sample with ``model.sample``), the loss ``history``
+    (dicts per step: d, g, d_real, d_fake), the collapse ``tracking`` (one dict per check: step,
+    entropy, distance, distance_ratio, collapsed, the FID of the checked samples against as many
+    test images, the training seconds so far, and a ``snapshot`` of 16 images from fixed noise),
+    the ``config`` and the ``seconds`` its training took."""
+    model: torch.nn.Module
+    history: list
+    tracking: list
+    config: dict
+    seconds: float
+
+
+def _fashion_labels(cfg, device):
+    from . import data
+
+    labels = data.fashion_mnist("train")[1]
+    return (labels[:cfg["subset"]] if cfg.get("subset") else labels).to(device)
+
+
+def _train_fashion_gan(cfg, path, device, progress, compile=False, checkpoint_every=500) -> GANRun:
+    """DCGAN on Fashion-MNIST with ``gan.gan_step``, trained in chunks of ``track_every`` steps: after
+    each, ``track_samples`` images from fixed noise (labels cycling through the classes for the
+    conditional GAN) are scored by the scale's feature classifier (``gan.collapse_stats`` and FID). The
+    checks live next to the checkpoint (``*.tracking.pt``), so a resumed run keeps the earlier ones."""
+    from .gan import GAN, collapse_stats, gan_step
+    from .training import load_checkpoint, train
+
+    torch.manual_seed(cfg["seed"])
+    g = torch.Generator(device).manual_seed(cfg["seed"])
+    k = cfg.get("num_classes")
+    model = GAN(cfg["z_dim"], cfg["width"], 1, k).to(device)
+    side = path.with_name(path.stem + ".tracking.pt")
+    identity = {key: v for key, v in cfg.items() if key != "steps"}     # a run may be resumed to more steps
+    tracking = []
+    if side.exists():
+        saved = torch.load(side, map_location="cpu", weights_only=True)
+        tracking = saved["tracking"] if saved.get("config") == identity else []
+    ends = list(range(cfg["track_every"], cfg["steps"], cfg["track_every"])) + [cfg["steps"]]
+    if path.exists() and {t["step"] for t in tracking} >= set(ends):      # finished and checked: just load it
+        state = load_checkpoint(path, map_location=device)
+        if state.get("config") == identity and int(state["step"]) == cfg["steps"]:
+            model.load_state_dict(state["model"])
+            return GANRun(model.eval(), list(state["history"]), tracking, cfg, float(state.get("seconds", "nan")))
+    images = _fashion_images(cfg, device)
+    labels = _fashion_labels(cfg, device) if k else None
+
+    def optimizers(m):
+        return {"g": torch.optim.Adam(m.generator.parameters(), cfg["lr"], betas=(cfg["beta1"], 0.999)),
+                "d": torch.optim.Adam(m.discriminator.parameters(), cfg["lr"], betas=(cfg["beta1"], 0.999))}
+
+    def draw(step):
+        idx = torch.randint(0, len(images), (cfg["batch_size"],), generator=g, device=device)
+        return (images[idx], labels[idx]) if k else images[idx]
+
+    from .evaluation import fashion_mnist_evaluator, features
+    from .metrics import frechet_distance
+
+    judge = load_or_train("fashion-classifier", cfg["scale"], device=device, progress=progress)
+    real = fashion_mnist_evaluator(judge, n_real=cfg["track_samples"])["real"]
+    fixed = torch.Generator().manual_seed(cfg["seed"] + 1)
+    z_track = torch.randn(cfg["track_samples"], cfg["z_dim"], generator=fixed).to(device)
+    y_track = (torch.arange(cfg["track_samples"]) % k).to(device) if k else None
+    reference = images[:cfg["track_samples"]].cpu()
+    step_fn = gan_step(cfg["loss"], generator=g)
+    for end in ends:
+        history = train(model, None, draw, end, optimizer=optimizers, step_fn=step_fn, generator=g,
+                        checkpoint=path, checkpoint_every=checkpoint_every, config=identity, progress=progress,
+                        compile=compile, desc=f"{'conditional ' if k else ''}GAN on Fashion-MNIST ({cfg['scale']})")
+        if any(t["step"] == end for t in tracking) or len(history) > end:   # done, or the weights are past it
+            continue
+        with torch.no_grad():
+            samples = torch.cat([model.generator(z, None if y_track is None else y_track[i:i + 500])
+                                 for i, z in zip(range(0, len(z_track), 500), z_track.split(500))]).cpu()
+        tracking.append({"step": end, **collapse_stats(samples, judge, 10, reference=reference),
+                         "fid": frechet_distance(features(judge, samples.clamp(-1, 1)), real),
+                         "seconds": float(load_checkpoint(path).get("seconds", "nan")), "snapshot": samples[:16]})
+        with atomic_write(side) as f:
+            torch.save({"config": identity, "tracking": tracking}, f)
+    return GANRun(model.eval(), history, tracking, cfg, float(load_checkpoint(path).get("seconds", "nan")))
+
+
 TRAINERS = {"fashion-ddpm": _train_fashion_ddpm, "fashion-autoencoder": _train_fashion_autoencoder,
             "fashion-latent-ddpm": _train_fashion_latent_ddpm, "fashion-classifier": _train_fashion_classifier,
             "fashion-cond-ddpm": _train_fashion_cond_ddpm, "shapes-clip": _train_shapes_clip,
-            "shapes-text-ddpm": _train_shapes_text_ddpm, "shapes-classifier": _train_shapes_classifier}
+            "shapes-text-ddpm": _train_shapes_text_ddpm, "shapes-classifier": _train_shapes_classifier,
+            "fashion-gan": _train_fashion_gan, "fashion-cond-gan": _train_fashion_gan}
 
 
 def load_or_train(name: str, scale: str | None = None, *, device=None, progress: bool = True, checkpoint=None,

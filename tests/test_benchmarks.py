@@ -56,3 +56,15 @@ def test_guidance_benchmark_reports_every_field():
     assert set(out["clip_zero_shot"]) == {"caption", "ensemble", "word"}
     assert set(out["clip_zero_shot"]["ensemble"]["held-out"]) == {"colour", "shape", "size", "position"}
     assert out["machine"]["cpu_count"] >= 1
+
+
+@pytest.mark.skipif(not (data.SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").exists(),
+                    reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
+def test_gan_vs_diffusion_benchmark_measures_every_row():
+    out = last_json("benchmarks/gan_vs_diffusion.py", "--scale", "tiny", "--samples", "16")
+    assert [r["criterion"] for r in out["rows"]] == ["training stability", "image quality", "diversity",
+                                                     "prompt control", "training complexity", "generation speed"]
+    for r in out["rows"]:
+        assert {"seed_gan", "seed_diffusion", "measured_gan", "measured_diffusion", "unit", "holds"} <= set(r)
+        assert isinstance(r["holds"], bool)
+    assert len(out["runs"]["grid"]) == 18 and out["machine"]["cpu_count"] >= 1

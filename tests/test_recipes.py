@@ -246,3 +246,22 @@ def test_the_class_conditional_fashion_ddpm(cache):
     assert run.model.class_emb.num_embeddings == 11 and run.uncond["y"].tolist() == [10]
     clf = recipes.load_or_train("shapes-classifier", "tiny", progress=False)
     assert clf.head[-1].out_features == 150 and clf.shape["in_channels"] == 3
+
+
+@needs_data
+def test_the_gan_recipes_track_collapse_and_resume_exactly(cache, tmp_path):
+    for name in ("fashion-gan", "fashion-cond-gan"):
+        run = recipes.load_or_train(name, "tiny", progress=False, steps=20, track_every=10, track_samples=40)
+        assert [t["step"] for t in run.tracking] == [10, 20] and run.tracking[0]["snapshot"].shape == (16, 1, 28, 28)
+        assert all(0 <= t["entropy"] <= 1 and t["distance"] > 0 for t in run.tracking)
+        assert len(run.history) == 20 and set(run.history[0]) == {"loss", "d", "g", "d_real", "d_fake"}
+        assert (run.model.num_classes == 10) == (name == "fashion-cond-gan")
+        assert run.config["lr"] == 2e-4 and run.config["beta1"] == 0.5
+    whole = recipes.load_or_train("fashion-gan", "tiny", progress=False, steps=20, track_every=10, track_samples=40,
+                                  checkpoint=tmp_path / "whole.pt")
+    recipes.load_or_train("fashion-gan", "tiny", progress=False, steps=10, track_every=10, track_samples=40,
+                          checkpoint=tmp_path / "half.pt")
+    resumed = recipes.load_or_train("fashion-gan", "tiny", progress=False, steps=20, track_every=10,
+                                    track_samples=40, checkpoint=tmp_path / "half.pt")
+    assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()))
+    assert [t["entropy"] for t in resumed.tracking] == [t["entropy"] for t in whole.tracking]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import minidiff
-from minidiff import (autoencoder, clip, evaluation, guidance, forward, loss, metrics, nets, physics, plots, reverse, samplers, schedules,
+from minidiff import (autoencoder, clip, evaluation, gan, guidance, forward, loss, metrics, nets, physics, plots, reverse, samplers, schedules,
                       training, unet, widgets)
 
 PACKAGE = pathlib.Path(minidiff.__file__).parent
@@ -131,6 +131,9 @@ x2 = torch.zeros(2, 2)
     ("scale", lambda b: guidance.cfg(lambda x, t: x, b, {"y": x2})),
     ("p", lambda b: guidance.drop_condition(x2, b)),
     ("w", lambda b: guidance.scale_from_w(b)),
+    ("z_dim", lambda b: gan.GAN(z_dim=b)),
+    ("width", lambda b: gan.GAN(width=b)),
+    ("num_classes", lambda b: gan.collapse_stats(torch.zeros(4, 1, 28, 28), None, b)),
 ])
 @pytest.mark.parametrize("flag", [True, False])
 def test_no_bool_where_a_number_is_meant(name, call, flag):

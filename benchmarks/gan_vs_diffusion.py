@@ -1,0 +1,159 @@
+"""GANs versus diffusion, measured: the six rows of the usual comparison table (lesson 10).
+
+    python benchmarks/gan_vs_diffusion.py [--scale small] [--samples N] [--no-write]
+
+Trains (or takes from the model cache) the scale's DCGAN, conditional DCGAN, DDPM, class-conditional
+DDPM, feature classifier and the stability grid (``recipes.stability_grid``: 3 learning rates x 3
+seeds per model), and writes benchmarks/results/gan_vs_diffusion.json and .md:
+
+* ``rows``: one per criterion (``criterion``, ``seed_gan``, ``seed_diffusion``, ``measured_gan``,
+  ``measured_diffusion``, ``unit``, ``holds``: whether the measurement orders the models as the
+  table does);
+* ``runs``: the stability grid (model, lr, seed, steps, FID, collapsed, diverged), the final
+  models' scores, the guidance sweep of the conditional DDPM, speeds and lines of code;
+* the machine.
+
+Every FID uses the same feature classifier, the same ``samples`` test images and as many samples.
+Lesson 10 makes the same measurements in front of the learner.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _machine import machine_info, write_result  # noqa: E402
+
+import torch  # noqa: E402
+
+from minidiff import data, device, evaluation, gan, loss, recipes, samplers, training, unet  # noqa: E402
+
+TABLE = {"training stability": ("Medium", "High"), "image quality": ("High", "Very High"),
+         "diversity": ("Medium", "High"), "prompt control": ("Limited", "Excellent"),
+         "training complexity": ("High", "Medium"), "generation speed": ("Fast", "Slower")}
+GUIDANCE = (0.0, 1.0, 2.0, 3.0, 5.0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", choices=device.SCALES, default=None)
+    p.add_argument("--samples", type=int, default=None, help="samples per FID (default: by scale, as lesson 10)")
+    p.add_argument("--no-write", action="store_true", help="print the JSON, write no file (for tests)")
+    args = p.parse_args(argv)
+    scale = device.get_scale(args.scale)
+    dev = device.get_device()
+    n = args.samples or device.by_scale(64, 200, 5000, scale=scale)
+    batch = device.sampling_batch_size(dev)
+    fast = ("sde-dpm++2m", device.by_scale(5, 10, 10, scale=scale))
+    quiet = {"device": dev, "progress": False}
+    evaluator = evaluation.fashion_mnist_evaluator(recipes.load_or_train("fashion-classifier", scale, **quiet), n_real=n)
+    judge, real = evaluator["classifier"], data.fashion_mnist("test")[0][:n]
+
+    def scored(images):
+        return {**evaluation.evaluate_samples(evaluator, images), **gan.collapse_stats(images, judge, 10, reference=real)}
+
+    def fast_samples(model, schedule):
+        return evaluation.draw_samples(model, schedule, (1, 28, 28), n, fast[0], fast[1], batch_size=batch, seed=0,
+                                       device=dev, progress=False)
+
+    grid = []
+    for name in ("fashion-gan", "fashion-ddpm"):
+        for o in recipes.stability_grid(name, scale):
+            row = {"model": name, **{k: o[k] for k in ("lr", "seed", "steps")}, "diverged": False}
+            try:
+                run = recipes.load_or_train(name, scale, **quiet, **o)
+            except FloatingPointError:
+                grid.append({**row, "diverged": True, "collapsed": False, "fid": None})
+                continue
+            images = (run.model.sample(n, generator=torch.Generator().manual_seed(0)).cpu() if name == "fashion-gan"
+                      else fast_samples(run.model, run.schedule)[0])
+            s = scored(images)
+            grid.append({**row, "collapsed": s["collapsed"], "fid": round(s["fid"], 3), "entropy": round(s["entropy"], 4)})
+    failed = {m: sum(r["diverged"] or r["collapsed"] for r in grid if r["model"] == m) / len(recipes.stability_grid(m, scale))
+              for m in ("fashion-gan", "fashion-ddpm")}
+
+    gan_run = recipes.load_or_train("fashion-gan", scale, **quiet)
+    ddpm = recipes.load_or_train("fashion-ddpm", scale, **quiet)
+    ddpm_drawn = recipes.load_or_sample("fashion-ddpm", scale, n=n, steps=device.by_scale(100, 1000, 1000, scale=scale),
+                                        batch_size=batch, seed=0, **quiet)
+    gan_images = gan_run.model.sample(n, generator=torch.Generator().manual_seed(0)).cpu()
+    final = {"gan": scored(gan_images), "diffusion": scored(ddpm_drawn.images)}
+
+    asked = torch.arange(n) % 10
+    cgan = recipes.load_or_train("fashion-cond-gan", scale, **quiet)
+    cgan_images = cgan.model.sample(n, asked, generator=torch.Generator().manual_seed(0)).cpu()
+    control_gan = {"fid": evaluation.evaluate_samples(evaluator, cgan_images)["fid"],
+                   "accuracy": evaluation.accuracy(judge, cgan_images, asked)}
+    cddpm = recipes.load_or_train("fashion-cond-ddpm", scale, **quiet)
+    sweep = []
+    for s in GUIDANCE:
+        imgs, _ = evaluation.draw_guided(cddpm, asked, s, (1, 28, 28), sampler=fast[0], steps=fast[1], batch_size=batch,
+                                         device=dev)
+        sweep.append({"scale": s, "fid": round(evaluation.evaluate_samples(evaluator, imgs)["fid"], 3),
+                      "accuracy": round(evaluation.accuracy(judge, imgs, asked), 4)})
+    matched = min(sweep, key=lambda r: abs(r["fid"] - control_gan["fid"]))
+
+    def source_lines(*objs):
+        return sum(len(inspect.getsource(o).splitlines()) for o in objs)
+
+    lines_of = {"gan": source_lines(gan.Generator, gan.Discriminator, gan.GAN, gan.discriminator_loss,
+                                    gan.generator_loss, gan.gan_step),
+                "diffusion": source_lines(unet.ResBlock, unet.Attention, unet.UNet, loss.diffusion_loss,
+                                          training.loss_step, samplers.sample)}
+    with torch.no_grad():
+        z = torch.randn(n, gan_run.model.z_dim, device=dev)
+        gan_run.model.generator(z[:8])
+        device.synchronize(dev)
+        start = time.perf_counter()
+        for zb in z.split(batch):
+            gan_run.model.generator(zb)
+        device.synchronize(dev)
+    gan_img_s = n / (time.perf_counter() - start)
+    fast_img_s = 1 / fast_samples(ddpm.ema.model, ddpm.schedule)[1]
+
+    measured = {
+        "training stability": (failed["fashion-gan"], failed["fashion-ddpm"], "share of grid runs that failed",
+                               failed["fashion-gan"] > failed["fashion-ddpm"]),
+        "image quality": (final["gan"]["fid"], final["diffusion"]["fid"], f"FID, {n} samples", 
+                          final["diffusion"]["fid"] < final["gan"]["fid"]),
+        "diversity": (final["gan"]["recall"], final["diffusion"]["recall"], "recall",
+                      final["diffusion"]["recall"] > final["gan"]["recall"]),
+        "prompt control": (control_gan["accuracy"], matched["accuracy"], "class accuracy at matched FID",
+                           matched["accuracy"] > control_gan["accuracy"]),
+        "training complexity": (lines_of["gan"], lines_of["diffusion"], "lines of model + step (+ sampler)",
+                                failed["fashion-gan"] > failed["fashion-ddpm"]),
+        "generation speed": (gan_img_s, fast_img_s, f"images/s (diffusion: {fast[0]} {fast[1]} steps)",
+                             gan_img_s > fast_img_s),
+    }
+    rows = [{"criterion": c, "seed_gan": TABLE[c][0], "seed_diffusion": TABLE[c][1], "measured_gan": round(g_, 4),
+             "measured_diffusion": round(d_, 4), "unit": unit, "holds": bool(holds)}
+            for c, (g_, d_, unit, holds) in measured.items()]
+    result = {"scale": scale, "device": dev.type, "samples": n, "floor": round(evaluator["floor"], 3), "rows": rows,
+              "runs": {"grid": grid, "final": {k: {m: round(v[m], 4) for m in ("fid", "precision", "recall", "entropy")}
+                                              for k, v in final.items()},
+                       "conditional_gan": control_gan, "guidance_sweep": sweep, "lines_of_code": lines_of,
+                       "speed_img_s": {"gan": gan_img_s, "diffusion_1000": 1 / ddpm_drawn.seconds_per_image,
+                                       "diffusion_fast": fast_img_s},
+                       "train_seconds": {"gan": gan_run.seconds, "diffusion": ddpm.seconds},
+                       "gan_tracking": [{k: t[k] for k in ("step", "fid", "entropy", "distance_ratio", "seconds")}
+                                        for t in gan_run.tracking]},
+              "machine": machine_info()}
+    if args.no_write:
+        print(json.dumps(result))
+        return 0
+    md = [f"GAN against diffusion on Fashion-MNIST ({scale}, {dev.type}, {n} samples per FID, floor {result['floor']:.1f})",
+          "", "| criterion | table: GAN | table: diffusion | measured: GAN | measured: diffusion | unit | holds |",
+          "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['criterion']} | {r['seed_gan']} | {r['seed_diffusion']} | {r['measured_gan']:.4g} | "
+           f"{r['measured_diffusion']:.4g} | {r['unit']} | {'yes' if r['holds'] else 'no'} |" for r in rows]
+    write_result("gan_vs_diffusion", result, md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
