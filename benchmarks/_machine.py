@@ -1,8 +1,10 @@
-"""Machine facts written next to every benchmark result."""
+"""Machine facts written next to every benchmark result, and what every scale benchmark shares."""
+import argparse
 import os
 import platform
 
 import torch
+from minidiff.device import SCALES
 
 
 def machine_info() -> dict:
@@ -23,3 +25,12 @@ def write_result(stem: str, result: dict, lines: list[str]) -> None:
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(json.dumps(result))
+
+
+def scale_parser(doc: str, samples_help: str) -> argparse.ArgumentParser:
+    """The options of a benchmark run at a scale: --scale, --samples (default by scale), --no-write."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", choices=SCALES, default=None)
+    p.add_argument("--samples", type=int, default=None, help=samples_help)
+    p.add_argument("--no-write", action="store_true", help="print the JSON, write no file (for tests)")
+    return p

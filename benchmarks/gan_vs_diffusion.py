@@ -18,16 +18,14 @@ Lesson 10 makes the same measurements in front of the learner.
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import pathlib
-import statistics
 import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _machine import machine_info, write_result  # noqa: E402
+from _machine import machine_info, scale_parser, write_result  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -40,10 +38,7 @@ GUIDANCE = (0.0, 1.0, 2.0, 3.0, 5.0)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", choices=device.SCALES, default=None)
-    p.add_argument("--samples", type=int, default=None, help="samples per FID (default: by scale, as lesson 10)")
-    p.add_argument("--no-write", action="store_true", help="print the JSON, write no file (for tests)")
+    p = scale_parser(__doc__, "samples per FID (default: by scale, as lesson 10)")
     args = p.parse_args(argv)
     scale = device.get_scale(args.scale)
     dev = device.get_device()

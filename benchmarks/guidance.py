@@ -19,13 +19,12 @@ Lesson 09 makes the same measurements in front of the learner.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _machine import machine_info, write_result  # noqa: E402
+from _machine import machine_info, scale_parser, write_result  # noqa: E402
 
 from minidiff import device, evaluation, recipes  # noqa: E402
 
@@ -33,11 +32,8 @@ SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", choices=device.SCALES, default=None)
-    p.add_argument("--samples", type=int, default=None, help="prompts per set (default: by scale, as lesson 09)")
+    p = scale_parser(__doc__, "prompts per set (default: by scale, as lesson 09)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps per sample (default: by scale, as lesson 09)")
-    p.add_argument("--no-write", action="store_true", help="print the JSON, write no file (for tests)")
     args = p.parse_args(argv)
     scale = device.get_scale(args.scale)
     dev = device.get_device()
