@@ -14,10 +14,15 @@ def machine_info() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def write_result(stem: str, result: dict, lines: list[str]) -> None:
-    """Write ``results/<stem>.json`` and the Markdown table ``results/<stem>.md``; print both."""
+def write_result(stem: str, result: dict, lines: list[str], write: bool = True) -> None:
+    """Write ``results/<stem>.json`` and the Markdown table ``results/<stem>.md``; print both. With
+    ``write=False`` (``--no-write``) only print the JSON."""
     import json
     import pathlib
+
+    if not write:
+        print(json.dumps(result))
+        return
 
     out = pathlib.Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)

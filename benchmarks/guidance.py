@@ -19,7 +19,6 @@ Lesson 09 makes the same measurements in front of the learner.
 """
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 
@@ -63,9 +62,6 @@ def main(argv=None) -> int:
               "clip_zero_shot": zero_shot, "hold_out": [list(p) for p in recipes.HELD_OUT],
               "train_seconds": {"clip": round(clip_run.seconds, 1), "text_ddpm": round(run.seconds, 1)},
               "machine": machine_info()}
-    if args.no_write:
-        print(json.dumps(result))
-        return 0
     lines = [f"Classifier-free guidance on captioned shapes ({scale}, {dev.type}, {n} prompts per set, "
              f"DDIM {steps} steps; held-out pairs: {', '.join(' '.join(p) for p in recipes.HELD_OUT)})", "",
              "| s | pairs | FID | precision | recall | colour | shape | size | position | all four |",
@@ -77,7 +73,7 @@ def main(argv=None) -> int:
               "| pairs | attribute | ensemble | word | caption |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {k} | " + " | ".join(f"{zero_shot[t][name][k]:.0%}" for t in ("ensemble", "word", "caption"))
               + " |" for name in sets for k in zero_shot["ensemble"][name]]
-    write_result("guidance", result, lines)
+    write_result("guidance", result, lines, write=not args.no_write)
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import pathlib
 import resource
 import subprocess
@@ -142,9 +141,6 @@ def main(argv=None) -> int:
         "latent_scale": round(ae_run.latent_scale, 5), "kl_weight": ae_run.config["kl_weight"],
         "real_floor": round(evaluator["floor"], 3), "resolution_rows": resolution_rows,
         "sampling_steps": args.sampling_steps, "machine": machine_info()}
-    if args.no_write:
-        print(json.dumps(result))
-        return 0
     pix, lat = rows
     lines = [f"Pixel against latent DDPM ({scale}, {dev.type}, {n} samples per FID, floor {result['real_floor']:.1f}; "
              f"autoencoder rFID {result['rfid']:.1f}, PSNR {result['psnr']:.1f} dB, latent scale {result['latent_scale']:.4f})",
@@ -159,7 +155,7 @@ def main(argv=None) -> int:
     lines += [f"| {r['resolution']} | {r['pixel_step_s']:.3f} | {r['latent_step_s']:.3f} | "
               f"{r['pixel_step_s'] / r['latent_step_s']:.1f}x | {r['pixel_mem_mb']:.1f} | {r['latent_mem_mb']:.2f} | "
               f"{r['pixel_mem_mb'] / r['latent_mem_mb']:.1f}x |" for r in resolution_rows]
-    write_result("latent", result, lines)
+    write_result("latent", result, lines, write=not args.no_write)
     return 0
 
 

@@ -176,6 +176,9 @@ def collapse_stats(images: torch.Tensor, classifier, num_classes: int, reference
     * ``distance``: the mean Euclidean distance between pairs of samples (i, i + n/2), per pixel
       RMS; with ``reference`` (real images) also ``distance_ratio`` to the same for them.
 
+    For class-conditional samples, pass a ``reference`` with the same labels in the same order: pairs
+    of one class lie closer together than pairs of any two images.
+
     ``collapsed`` is True when the entropy is below ``entropy_floor`` or the distance ratio below
     ``distance_floor`` (the distance alone when no reference is given is not judged).
     """
@@ -186,7 +189,7 @@ def collapse_stats(images: torch.Tensor, classifier, num_classes: int, reference
     dev = next(classifier.parameters()).device
     pred = torch.cat([classifier(b.to(dev)).argmax(1).cpu() for b in images.clamp(-1, 1).split(500)])
     p = torch.bincount(pred, minlength=num_classes).double() / len(pred)
-    entropy = float(-(p[p > 0] * p[p > 0].log()).sum() / math.log(num_classes))
+    entropy = max(0.0, float(-(p[p > 0] * p[p > 0].log()).sum() / math.log(num_classes)))    # not -0.0
 
     def spread(x):
         h = len(x) // 2

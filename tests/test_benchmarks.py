@@ -67,4 +67,10 @@ def test_gan_vs_diffusion_benchmark_measures_every_row():
     for r in out["rows"]:
         assert {"seed_gan", "seed_diffusion", "measured_gan", "measured_diffusion", "unit", "holds"} <= set(r)
         assert isinstance(r["holds"], bool)
-    assert len(out["runs"]["grid"]) == 18 and out["machine"]["cpu_count"] >= 1
+    # tiny: 9 grid runs each, 3 per setting each recipe moves from Adam's defaults (GAN: lr, beta1; DDPM: lr)
+    assert len(out["runs"]["grid"]) == 9 + 6 + 9 + 3 and out["machine"]["cpu_count"] >= 1
+    assert {r["setting"] for r in out["runs"]["grid"]} == {"recipe", "default lr", "default beta1"}
+    complexity = next(r for r in out["rows"] if r["criterion"] == "training complexity")
+    assert complexity["measured_gan"] == out["runs"]["settings_tuned"]["fashion-gan"]["needed"]
+    assert out["runs"]["settings_tuned"]["fashion-gan"]["moved"] == {"lr": [2e-4, 1e-3], "beta1": [0.5, 0.9]}
+

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from minidiff import forward, loss, schedules
-from minidiff.forward import q_sample
 
 
 def test_targets_and_loss_value():

@@ -265,3 +265,21 @@ def test_the_gan_recipes_track_collapse_and_resume_exactly(cache, tmp_path):
                                     track_samples=40, checkpoint=tmp_path / "half.pt")
     assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()))
     assert [t["entropy"] for t in resumed.tracking] == [t["entropy"] for t in whole.tracking]
+
+
+def test_the_stability_grid_and_the_runs_at_library_defaults():
+    grid = recipes.stability_grid("fashion-gan", "small")
+    assert len(grid) == 9 and sorted({o["lr"] for o in grid}) == pytest.approx([5e-5, 2e-4, 8e-4])
+    assert all(o["steps"] == o["track_every"] == recipes.STABILITY["steps"]["fashion-gan"]["small"] for o in grid)
+    gan = recipes.default_runs("fashion-gan", "small")
+    assert set(gan) == {"lr", "beta1"}                                   # the two settings the GAN recipe moves
+    assert [(o["lr"], o.get("beta1"), o["seed"]) for o in gan["lr"]] == [(1e-3, None, s) for s in recipes.STABILITY["seeds"]]
+    assert [(o["lr"], o["beta1"]) for o in gan["beta1"]] == [(2e-4, 0.9)] * 3   # one setting back at a time
+    assert recipes.default_runs("fashion-ddpm", "small") == {}           # its lr already is Adam's default
+    assert set(recipes.default_runs("fashion-ddpm", "tiny")) == {"lr"}
+    for name in ("fashion-gan", "fashion-ddpm"):
+        for runs in recipes.default_runs(name, "tiny").values():
+            for o in runs:
+                recipes.config(name, "tiny", **o)                        # every override is a valid setting
+    with pytest.raises(ValueError, match="name"):
+        recipes.stability_grid("fashion-classifier")
