@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from minidiff import data
+from minidiff import data, editing
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -74,3 +74,18 @@ def test_gan_vs_diffusion_benchmark_measures_every_row():
     assert complexity["measured_gan"] == out["runs"]["settings_tuned"]["fashion-gan"]["needed"]
     assert out["runs"]["settings_tuned"]["fashion-gan"]["moved"] == {"lr": [2e-4, 1e-3], "beta1": [0.5, 0.9]}
 
+
+@pytest.mark.skipif(not (data.SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").exists(),
+                    reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
+def test_editing_benchmark_measures_every_edit():
+    out = last_json("benchmarks/editing.py", "--scale", "tiny", "--samples", "8")
+    rows = out["inpainting"]
+    assert {(r["mask"], r["method"]) for r in rows} == {(m, k) for m in editing.MASKS for k in ("plain", "RePaint")}
+    for r in rows:
+        assert {"network_calls", "masked_mse", "feature_distance", "samples"} <= set(r) and r["samples"] == 8
+        assert r["masked_mse"][0] >= 0 and r["feature_distance"][0] >= 0
+    assert len({r["network_calls"] for r in rows}) == 1                    # equal calls for both methods
+    assert [r["strength"] for r in out["sdedit"]] == [0.2, 0.4, 0.6, 0.8]
+    assert all({"faithfulness", "realism", "calls"} <= set(r) for r in out["sdedit"])
+    assert {r["method"] for r in out["style"]} == {"from scratch", "sdedit", "inversion"}
+    assert all(0 <= r["accuracy"] <= 1 for r in out["style"]) and out["machine"]["cpu_count"] >= 1

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import minidiff
-from minidiff import (autoencoder, clip, evaluation, gan, guidance, forward, loss, metrics, nets, physics, plots, reverse, samplers, schedules,
+from minidiff import (autoencoder, clip, editing, evaluation, gan, guidance, forward, loss, metrics, nets, physics, plots, reverse, samplers, schedules,
                       training, unet, widgets)
 
 PACKAGE = pathlib.Path(minidiff.__file__).parent
@@ -134,6 +134,14 @@ x2 = torch.zeros(2, 2)
     ("z_dim", lambda b: gan.GAN(z_dim=b)),
     ("width", lambda b: gan.GAN(width=b)),
     ("num_classes", lambda b: gan.collapse_stats(torch.zeros(4, 1, 28, 28), None, b)),
+    ("jump_length", lambda b: editing.repaint_schedule(5, b)),
+    ("resample", lambda b: editing.repaint_schedule(5, 1, b)),
+    ("strength", lambda b: editing.sdedit_start(10, b)),
+    ("border", lambda b: editing.border_mask((8, 8), b)),
+    ("size", lambda b: editing.make_mask("half", b)),
+    ("block", lambda b: editing.rough_sketch(torch.zeros(1, 1, 8, 8), b)),
+    ("noise", lambda b: evaluation.settings_tuned("fashion-gan", [], noise=b)),
+    ("factor", lambda b: evaluation.low_frequency_distance(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), b)),
 ])
 @pytest.mark.parametrize("flag", [True, False])
 def test_no_bool_where_a_number_is_meant(name, call, flag):
