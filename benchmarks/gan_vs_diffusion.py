@@ -83,8 +83,8 @@ def main(argv=None) -> int:
     seed_fids = {m: [r["fid"] for r in rows if r["lr"] == recipes.config(m, scale)["lr"] and not r["failed"]]
                  for m, rows in recipe_rows.items()}
     noise = max([statistics.pstdev(f) / statistics.mean(f) for f in seed_fids.values() if len(f) > 1] + [0.0])
-    tuned = {m: evaluation.settings_tuned(m, [r for r in grid if r["model"] == m], noise=noise, scale=scale)
-             for m in models}
+    tuned = {m: evaluation.settings_tuned(recipes.config(m, scale), recipes.LIBRARY_DEFAULTS,
+                                          [r for r in grid if r["model"] == m], noise=noise) for m in models}
     for t in tuned.values():
         t["moved"] = {k: list(v) for k, v in t["moved"].items()}
 

@@ -249,13 +249,14 @@ def low_frequency_distance(images: torch.Tensor, reference: torch.Tensor, factor
     return d.pow(2).flatten(1).mean(1).sqrt()
 
 
-def settings_tuned(name: str, runs: list[dict], noise: float = 0.0, scale: str | None = None) -> dict:
-    """Which optimiser settings recipe ``name`` needed to tune (lesson 10): of those it moves away from
-    ``recipes.LIBRARY_DEFAULTS``, each counts as needed when the runs with that one setting put back
-    to its default (``recipes.default_runs``) did worse than the runs of the recipe itself: more of
-    them failed, or their median FID (of the runs that did not fail) is higher by more than the
-    fraction ``noise``.
+def settings_tuned(config: dict, defaults: dict, runs: list[dict], noise: float = 0.0) -> dict:
+    """Which optimiser settings a recipe needed to tune (lesson 10): of those its ``config`` moves away
+    from ``defaults`` (``recipes.LIBRARY_DEFAULTS``), each counts as needed when the runs with that
+    one setting put back to its default (``recipes.default_runs``) did worse than the runs of the
+    recipe itself: more of them failed, or their median FID (of the runs that did not fail) is
+    higher by more than the fraction ``noise``.
 
+    :param config: the recipe's config (``recipes.config(name, scale)``); its "lr" picks its own runs.
     :param runs: rows of this recipe's runs, each with "setting" ("recipe" for ``stability_grid``
         runs, "default <name>" for ``default_runs``), "lr", "failed" (bool) and "fid".
     :returns: ``moved`` {setting: (recipe's value, default)}; ``recipe`` and, per moved setting,
@@ -265,16 +266,17 @@ def settings_tuned(name: str, runs: list[dict], noise: float = 0.0, scale: str |
     import math
     import statistics
 
-    from .recipes import LIBRARY_DEFAULTS, config
-
     noise = check_float("noise", noise, low=0.0)
-    cfg = config(name, scale)
-    moved = {k: (cfg[k], v) for k, v in LIBRARY_DEFAULTS.items() if k in cfg and cfg[k] != v}
+    for arg, value in (("config", config), ("defaults", defaults)):
+        if not isinstance(value, dict):
+            raise TypeError(f"{arg} must be a dict, got {type(value).__name__}")
+    cfg = config
+    moved = {k: (cfg[k], v) for k, v in defaults.items() if k in cfg and cfg[k] != v}
 
     def summary(rows, what):
         if not rows:
-            raise ValueError(f"runs holds no {what} runs of {name!r}: give the rows of recipes.stability_grid "
-                             f"and recipes.default_runs")
+            raise ValueError(f"runs holds no {what} runs of {cfg.get('recipe', 'this recipe')!r}: give the rows "
+                             f"of recipes.stability_grid and recipes.default_runs")
         fids = [r["fid"] for r in rows if not r["failed"]]
         return {"failed": sum(bool(r["failed"]) for r in rows), "runs": len(rows),
                 "median_fid": statistics.median(fids) if fids else None}

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from minidiff import evaluation, schedules
+from minidiff import evaluation, recipes, schedules
 
 
 def test_classifier_learns_shapes_quickly(g):
@@ -111,22 +111,25 @@ def test_settings_tuned_counts_what_the_defaults_could_not_do():
     def rows(setting, lr, fids, failed=()):
         return [{"setting": setting, "lr": lr, "fid": f, "failed": i in failed} for i, f in enumerate(fids)]
 
+    gan, ddpm, defaults = recipes.config("fashion-gan", "small"), recipes.config("fashion-ddpm", "small"), recipes.LIBRARY_DEFAULTS
     recipe = rows("recipe", 2e-4, [100.0, 110.0, 90.0]) + rows("recipe", 8e-4, [500.0, 500.0, 500.0])
-    out = evaluation.settings_tuned("fashion-gan", recipe + rows("default lr", 1e-3, [150.0, 160.0, 170.0])
-                                    + rows("default beta1", 2e-4, [105.0, 95.0, 108.0]), noise=0.1, scale="small")
+    out = evaluation.settings_tuned(gan, defaults, recipe + rows("default lr", 1e-3, [150.0, 160.0, 170.0])
+                                    + rows("default beta1", 2e-4, [105.0, 95.0, 108.0]), noise=0.1)
     assert out["moved"] == {"lr": (2e-4, 1e-3), "beta1": (0.5, 0.9)}
     assert out["recipe"] == {"failed": 0, "runs": 3, "median_fid": 100.0}        # only the recipe's own lr
     assert out["defaults"]["lr"]["needed"] and not out["defaults"]["beta1"]["needed"]   # 105 is within 10%
     assert out["needed"] == 1
-    failing = evaluation.settings_tuned("fashion-gan", recipe + rows("default lr", 1e-3, [80.0] * 3, failed=(0, 1, 2))
-                                        + rows("default beta1", 2e-4, [80.0] * 3, failed=(1,)), scale="small")
+    failing = evaluation.settings_tuned(gan, defaults, recipe + rows("default lr", 1e-3, [80.0] * 3, failed=(0, 1, 2))
+                                        + rows("default beta1", 2e-4, [80.0] * 3, failed=(1,)))
     assert failing["defaults"]["lr"]["median_fid"] is None and failing["needed"] == 2    # a failed run counts
-    nothing_moved = evaluation.settings_tuned("fashion-ddpm", rows("recipe", 1e-3, [50.0] * 3), scale="small")
+    nothing_moved = evaluation.settings_tuned(ddpm, defaults, rows("recipe", 1e-3, [50.0] * 3))
     assert nothing_moved["moved"] == {} and nothing_moved["needed"] == 0 and nothing_moved["defaults"] == {}
     with pytest.raises(ValueError, match="no 'default beta1' runs"):
-        evaluation.settings_tuned("fashion-gan", recipe + rows("default lr", 1e-3, [1.0]), scale="small")
+        evaluation.settings_tuned(gan, defaults, recipe + rows("default lr", 1e-3, [1.0]))
     with pytest.raises(ValueError, match="noise"):
-        evaluation.settings_tuned("fashion-gan", recipe, noise=-0.1, scale="small")
+        evaluation.settings_tuned(gan, defaults, recipe, noise=-0.1)
+    with pytest.raises(TypeError, match="config"):
+        evaluation.settings_tuned("fashion-gan", defaults, recipe)
 
 
 def test_edit_scores_against_hand_computations(g):

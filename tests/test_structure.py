@@ -140,7 +140,7 @@ x2 = torch.zeros(2, 2)
     ("border", lambda b: editing.border_mask((8, 8), b)),
     ("size", lambda b: editing.make_mask("half", b)),
     ("block", lambda b: editing.rough_sketch(torch.zeros(1, 1, 8, 8), b)),
-    ("noise", lambda b: evaluation.settings_tuned("fashion-gan", [], noise=b)),
+    ("noise", lambda b: evaluation.settings_tuned({}, {}, [], noise=b)),
     ("factor", lambda b: evaluation.low_frequency_distance(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), b)),
 ])
 @pytest.mark.parametrize("flag", [True, False])
