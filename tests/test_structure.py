@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import minidiff
-from minidiff import (autoencoder, clip, editing, evaluation, gan, guidance, forward, loss, metrics, nets, physics, plots, reverse, samplers, schedules,
+from minidiff import (autoencoder, clip, editing, evaluation, gan, guidance, forward, inverse, loss, metrics, nets, physics, plots, reverse, samplers, schedules,
                       training, unet, widgets)
 
 PACKAGE = pathlib.Path(minidiff.__file__).parent
@@ -141,6 +141,11 @@ x2 = torch.zeros(2, 2)
     ("size", lambda b: editing.make_mask("half", b)),
     ("block", lambda b: editing.rough_sketch(torch.zeros(1, 1, 8, 8), b)),
     ("noise", lambda b: evaluation.settings_tuned({}, {}, [], noise=b)),
+    ("acceleration", lambda b: inverse.cartesian_mask(16, b)),
+    ("size", lambda b: inverse.cartesian_mask(b, 4)),
+    ("sigma", lambda b: inverse.measure(torch.zeros(1, 1, 8, 8), torch.ones(8, 8, dtype=torch.bool), sigma=b)),
+    ("data_range", lambda b: inverse.psnr(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8), b)),
+    ("window", lambda b: inverse.ssim(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8), 2.0, b)),
     ("factor", lambda b: evaluation.low_frequency_distance(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), b)),
 ])
 @pytest.mark.parametrize("flag", [True, False])
