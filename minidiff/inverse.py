@@ -28,7 +28,10 @@ the step of its App. C): after every reverse step from x_i,
 
 the gradient of the residual's *norm* (not its square) taken through the network's x0_hat.
 
-Both run inside ``samplers.sample`` through its per-step ``hook``, so any sampler serves. The
+Both run inside ``samplers.sample`` through its per-step ``hook``, so any sampler serves. The same
+two ideas serve **enhancement** with other operators: for denoising the operator is the identity
+(``dps`` with ``operator=lambda x: x``), for 2x super-resolution it is the block mean
+(``downsample``; its projection ``project_downsample`` puts the measured block means back). The
 scores: **PSNR** = 10 log10(data_range^2 / MSE) with the data range stated (an image in [-1, 1]
 has range 2), and **SSIM** (Wang, Bovik, Sheikh & Simoncelli 2004, eq. 13, with a 7x7 uniform
 window, K1 = 0.01, K2 = 0.03, as scikit-image computes it by default).
@@ -46,7 +49,9 @@ from .samplers import SAMPLERS, sample
 from .schedules import NoiseSchedule, check_schedule
 
 __all__ = ["kspace", "image_from_kspace", "cartesian_mask", "forward_operator", "adjoint_operator", "measure",
-           "zero_filled", "project_kspace", "reconstruct", "psnr", "ssim", "METHODS"]
+           "zero_filled", "project_kspace", "downsample", "project_downsample", "projection", "dps", "reconstruct", "psnr",
+           "ssim",
+           "METHODS"]
 
 METHODS = ("projection", "dps")
 
@@ -121,6 +126,75 @@ def project_kspace(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torc
     return image_from_kspace(torch.where(m, y, kspace(x))).real.to(x.dtype)
 
 
+def downsample(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """The super-resolution measurement: the mean of each ``factor`` x ``factor`` block."""
+    check_tensor("x", x)
+    return F.avg_pool2d(x, check_int("factor", factor, low=1))
+
+
+def project_downsample(x: torch.Tensor, y: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """x + U(y - D x) with D = ``downsample`` and U nearest-neighbour upsampling: the closest image
+    to x (in squared error) whose block means are y, so ``downsample`` of the result is y."""
+    factor = check_int("factor", factor, low=1)
+    return x + F.interpolate(y - downsample(x, factor), scale_factor=factor, mode="nearest")
+
+
+def projection(model, s: NoiseSchedule, y: torch.Tensor, operator, project, shape, *, steps: int = 100,
+               sampler: str = "ddim", eta: float = 1.0, generator: torch.Generator | None = None,
+               prediction: str = "eps", progress: bool = False) -> torch.Tensor:
+    """Data consistency by projection (Song et al. 2022) for a linear ``operator`` and its
+    ``project(x, y) -> x'``: after every step of ``samplers.sample`` to timestep t, x is projected onto
+    the measurement noised to that level, sqrt(abar_t) y + sqrt(1 - abar_t) operator(eps), and onto
+    y itself after the last step."""
+    check_schedule(s)
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("prediction", prediction, PREDICTIONS)
+    check_tensor("y", y)
+    for name, f in (("operator", operator), ("project", project)):
+        if not callable(f):
+            raise TypeError(f"{name} must be callable, got {type(f).__name__}")
+    abar = s.alpha_bars.tolist()
+
+    def hook(x, t, x0_hat):
+        if t < 0:
+            return project(x, y)
+        return project(x, math.sqrt(abar[t]) * y + math.sqrt(1 - abar[t]) * operator(randn_like(x, generator)))
+
+    return sample(model, s, shape, sampler, steps, eta=eta if sampler == "ddim" else 0.0, generator=generator,
+                  prediction=prediction, clip_x0=1.0, hook=hook, device=y.device, progress=progress, amp=False)
+
+
+def dps(model, s: NoiseSchedule, y: torch.Tensor, operator, shape, *, zeta: float, steps: int = 100,
+        sampler: str = "ddim", eta: float = 1.0, generator: torch.Generator | None = None, prediction: str = "eps",
+        progress: bool = False) -> torch.Tensor:
+    """Diffusion posterior sampling (Chung et al. 2023) for any differentiable measurement
+    ``operator(x) -> y``: after every step of ``samplers.sample`` from x_i, subtract ``zeta`` times
+    the gradient of sum over images of || y - operator(x0_hat(x_i)) || (a norm, not its square)."""
+    check_schedule(s)
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("prediction", prediction, PREDICTIONS)
+    check_tensor("y", y)
+    zeta = check_float("zeta", zeta, low=0.0)
+    if not callable(operator):
+        raise TypeError(f"operator must be callable as operator(x) -> measurement, got {type(operator).__name__}")
+    grads = {}
+
+    def guided(x, t):
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            out = model(xg, t)
+            x0_hat, _ = to_x0_eps(s, xg, t, out, prediction)
+            residual = torch.linalg.vector_norm((y - operator(x0_hat)).flatten(1), dim=1).sum()
+            grads["g"] = torch.autograd.grad(residual, xg)[0]
+        return out.detach()
+
+    def hook(x, t, x0_hat):
+        return x - zeta * grads.pop("g")
+
+    return sample(guided, s, shape, sampler, steps, eta=eta if sampler == "ddim" else 0.0, generator=generator,
+                  prediction=prediction, clip_x0=1.0, hook=hook, device=y.device, progress=progress, amp=False)
+
+
 def reconstruct(model, s: NoiseSchedule, y: torch.Tensor, mask: torch.Tensor, shape, *, method: str = "projection",
                 steps: int = 100, sampler: str = "ddim", eta: float = 1.0, zeta: float = 1.0,
                 generator: torch.Generator | None = None, prediction: str = "eps", progress: bool = False) -> torch.Tensor:
@@ -135,35 +209,13 @@ def reconstruct(model, s: NoiseSchedule, y: torch.Tensor, mask: torch.Tensor, sh
     zeta = check_float("zeta", zeta, low=0.0)
     if tuple(y.shape) != tuple(shape):
         raise ValueError(f"y must have the images' shape {tuple(shape)}, got {tuple(y.shape)}")
-    dev = y.device
     m = _check_mask(mask, y)
-    abar = s.alpha_bars.tolist()
     if method == "projection":
-        def hook(x, t, x0_hat):
-            if t < 0:
-                return project_kspace(x, y, m)
-            y_t = math.sqrt(abar[t]) * y + math.sqrt(1 - abar[t]) * forward_operator(randn_like(x, generator), m)
-            return project_kspace(x, y_t, m)
-
-        return sample(model, s, shape, sampler, steps, eta=eta if sampler == "ddim" else 0.0, generator=generator,
-                      prediction=prediction, clip_x0=1.0, hook=hook, device=dev, progress=progress, amp=False)
-
-    grads = {}
-
-    def guided(x, t):
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            out = model(xg, t)
-            x0_hat, _ = to_x0_eps(s, xg, t, out, prediction)
-            residual = torch.linalg.vector_norm((y - forward_operator(x0_hat, m)).flatten(1), dim=1).sum()
-            grads["g"] = torch.autograd.grad(residual, xg)[0]
-        return out.detach()
-
-    def hook(x, t, x0_hat):
-        return x - zeta * grads.pop("g")
-
-    return sample(guided, s, shape, sampler, steps, eta=eta if sampler == "ddim" else 0.0, generator=generator,
-                  prediction=prediction, clip_x0=1.0, hook=hook, device=dev, progress=progress, amp=False)
+        return projection(model, s, y, lambda x: forward_operator(x, m), lambda x, v: project_kspace(x, v, m), shape,
+                          steps=steps, sampler=sampler, eta=eta, generator=generator, prediction=prediction,
+                          progress=progress)
+    return dps(model, s, y, lambda x: forward_operator(x, m), shape, zeta=zeta, steps=steps, sampler=sampler, eta=eta,
+               generator=generator, prediction=prediction, progress=progress)
 
 
 def psnr(x: torch.Tensor, reference: torch.Tensor, data_range: float) -> torch.Tensor:

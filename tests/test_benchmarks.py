@@ -89,3 +89,17 @@ def test_editing_benchmark_measures_every_edit():
     assert all({"faithfulness", "realism", "calls"} <= set(r) for r in out["sdedit"])
     assert {r["method"] for r in out["style"]} == {"from scratch", "sdedit", "inversion"}
     assert all(0 <= r["accuracy"] <= 1 for r in out["style"]) and out["machine"]["cpu_count"] >= 1
+
+
+@pytest.mark.skipif(not (data.SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").exists(),
+                    reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
+def test_inverse_benchmark_reports_every_row():
+    out = last_json("benchmarks/inverse.py", "--scale", "tiny", "--samples", "2")
+    assert {(r["task"], r["acceleration"]) for r in out["rows"]} == {("mri", 4), ("mri", 8), ("denoise", None),
+                                                                     ("super-resolution", 2)}
+    for r in out["rows"]:
+        assert {"psnr", "ssim", "data_range", "residual", "seconds_per_image", "images"} <= set(r)
+        assert r["data_range"] == 2.0 and r["images"] == 2
+    consistent = [r for r in out["rows"] if r["method"] == "projection"]
+    assert consistent and all(r["residual"] < 1e-3 for r in consistent)      # exact on the measured part
+    assert set(out["zeta_chosen_on_validation"]) == {"mri 4", "mri 8", "denoise", "super-resolution 2"}

@@ -125,3 +125,41 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="method"):
         inverse.reconstruct(Tiny(), schedules.linear(1000), inverse.kspace(x), inverse.cartesian_mask(16, 2), x.shape,
                             method="magic")
+
+
+def test_the_super_resolution_projection_keeps_the_block_means():
+    g = torch.Generator().manual_seed(3)
+    truth = torch.rand(2, 1, 8, 8, generator=g, dtype=torch.float64)
+    y = inverse.downsample(truth, 2)
+    assert torch.allclose(y[0, 0, 0, 0], truth[0, 0, :2, :2].mean())
+    guess = torch.rand(2, 1, 8, 8, generator=g, dtype=torch.float64)
+    out = inverse.project_downsample(guess, y, 2)
+    assert torch.allclose(inverse.downsample(out, 2), y)
+    # the smallest change that does it: the correction is constant on each block
+    change = (out - guess).unfold(2, 2, 2).unfold(3, 2, 2)
+    assert torch.allclose(change, change[..., :1, :1].expand_as(change))
+
+
+def test_dps_takes_any_operator():
+    s, model = schedules.linear(1000), Tiny()
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(2, 1, 16, 16, generator=g) * 2 - 1
+    y = inverse.downsample(truth, 2)
+    runs = {z: inverse.dps(model, s, y, lambda x: inverse.downsample(x, 2), truth.shape, zeta=z, steps=10,
+                           generator=torch.Generator().manual_seed(0)) for z in (0.0, 0.5)}
+    err = {z: (inverse.downsample(x, 2) - y).pow(2).sum().sqrt().item() for z, x in runs.items()}
+    assert err[0.5] < err[0.0]
+    with pytest.raises(TypeError, match="operator"):
+        inverse.dps(model, s, y, "downsample", truth.shape, zeta=0.5)
+
+
+def test_projection_takes_any_linear_operator():
+    s, model = schedules.linear(1000), Tiny()
+    truth = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    y = inverse.downsample(truth, 2)
+    out = inverse.projection(model, s, y, lambda x: inverse.downsample(x, 2),
+                             lambda x, v: inverse.project_downsample(x, v, 2), truth.shape, steps=10,
+                             generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(inverse.downsample(out, 2), y, atol=1e-6)        # the block means are the measured ones
+    with pytest.raises(TypeError, match="project"):
+        inverse.projection(model, s, y, lambda x: x, None, truth.shape)
