@@ -109,13 +109,13 @@ def _check_keep(keep, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"keep of shape {tuple(keep.shape)} does not broadcast to x's shape {tuple(x.shape)}") from None
 
 
-def _model_inputs(model, s, prediction, steps, spacing="trailing"):
+def _check_model(model, s, prediction, steps) -> int:
+    """Check what every edit takes; return ``steps``."""
     check_schedule(s)
     if not callable(model):
         raise TypeError(f"model must be callable as model(x_t, t, **cond), got {type(model).__name__}")
     check_choice("prediction", prediction, PREDICTIONS)
-    steps = check_int("steps", steps, low=1, high=s.T)
-    return steps, s.respace(timesteps(s.T, steps, spacing))
+    return check_int("steps", steps, low=1, high=s.T)
 
 
 @torch.no_grad()
@@ -136,7 +136,8 @@ def inpaint(model, s: NoiseSchedule, x: torch.Tensor, keep: torch.Tensor, *, ste
     """
     x = _check_image(x)
     keep = _check_keep(keep, x)
-    steps, sub = _model_inputs(model, s, prediction, steps)
+    steps = _check_model(model, s, prediction, steps)
+    sub = s.respace(timesteps(s.T, steps))
     moves = repaint_schedule(steps, jump_length, resample)
     if clip_x0 is not None:
         clip_x0 = check_float("clip_x0", clip_x0, low=0, low_open=True)
@@ -240,7 +241,7 @@ def sdedit(model, s: NoiseSchedule, x: torch.Tensor, strength: float, *, steps: 
     int(strength * steps) network calls. strength in (0, 1]; 1 starts from (nearly) pure noise."""
     x = _check_image(x)
     check_choice("sampler", sampler, SAMPLERS)
-    steps, _ = _model_inputs(model, s, prediction, steps)
+    steps = _check_model(model, s, prediction, steps)
     start = sdedit_start(steps, strength)
     t0 = int(timesteps(s.T, steps)[start])
     x_t0 = q_sample(s, x, t0, generator=generator)
@@ -256,7 +257,8 @@ def ddim_invert(model, s: NoiseSchedule, x: torch.Tensor, *, steps: int, strengt
     start=sdedit_start(steps, strength), amp=False)`` maps it back to (nearly) x (``amp=False``: on
     CUDA, sample would otherwise decode in bf16 and add that error to inversion's)."""
     x = _check_image(x)
-    steps, sub = _model_inputs(model, s, prediction, steps)
+    steps = _check_model(model, s, prediction, steps)
+    sub = s.respace(timesteps(s.T, steps))
     start = sdedit_start(steps, strength)
     t_model = sub.timestep_map.to(x.device)
     abar = sub.alpha_bars.tolist()             # python floats: no float64 tensor on the device

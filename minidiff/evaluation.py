@@ -270,12 +270,11 @@ def settings_tuned(config: dict, defaults: dict, runs: list[dict], noise: float 
     for arg, value in (("config", config), ("defaults", defaults)):
         if not isinstance(value, dict):
             raise TypeError(f"{arg} must be a dict, got {type(value).__name__}")
-    cfg = config
-    moved = {k: (cfg[k], v) for k, v in defaults.items() if k in cfg and cfg[k] != v}
+    moved = {k: (config[k], v) for k, v in defaults.items() if k in config and config[k] != v}
 
     def summary(rows, what):
         if not rows:
-            raise ValueError(f"runs holds no {what} runs of {cfg.get('recipe', 'this recipe')!r}: give the rows "
+            raise ValueError(f"runs holds no {what} runs of {config.get('recipe', 'this recipe')!r}: give the rows "
                              f"of recipes.stability_grid and recipes.default_runs")
         fids = [r["fid"] for r in rows if not r["failed"]]
         return {"failed": sum(bool(r["failed"]) for r in rows), "runs": len(rows),
@@ -286,7 +285,7 @@ def settings_tuned(config: dict, defaults: dict, runs: list[dict], noise: float 
         return a["failed"] > b["failed"] or fa > fb * (1 + noise)
 
     out = {"moved": moved, "recipe": summary([r for r in runs if r["setting"] == "recipe"
-                                              and math.isclose(r["lr"], cfg["lr"])], "recipe"), "defaults": {}}
+                                              and math.isclose(r["lr"], config["lr"])], "recipe"), "defaults": {}}
     for k in moved:
         d = summary([r for r in runs if r["setting"] == f"default {k}"], f"'default {k}'")
         out["defaults"][k] = {**d, "needed": worse(d, out["recipe"])}

@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_choice, check_float, check_int, check_tensor
-from .forward import PREDICTIONS, randn_like, to_x0_eps
-from .samplers import SAMPLERS, sample
+from .forward import randn_like, to_x0_eps
+from .samplers import sample
 from .schedules import NoiseSchedule, check_schedule
 
 __all__ = ["kspace", "image_from_kspace", "cartesian_mask", "forward_operator", "adjoint_operator", "measure",
@@ -139,6 +139,13 @@ def project_downsample(x: torch.Tensor, y: torch.Tensor, factor: int = 2) -> tor
     return x + F.interpolate(y - downsample(x, factor), scale_factor=factor, mode="nearest")
 
 
+def _steered(model, s, shape, hook, y, steps, sampler, eta, generator, prediction, progress) -> torch.Tensor:
+    """``samplers.sample`` with a solver's per-step ``hook`` (it checks the sampler, prediction and
+    schedule): fp32, x0_hat clamped to [-1, 1], eta only where the sampler takes it."""
+    return sample(model, s, shape, sampler, steps, eta=eta if sampler == "ddim" else 0.0, generator=generator,
+                  prediction=prediction, clip_x0=1.0, hook=hook, device=y.device, progress=progress, amp=False)
+
+
 def projection(model, s: NoiseSchedule, y: torch.Tensor, operator, project, shape, *, steps: int = 100,
                sampler: str = "ddim", eta: float = 1.0, generator: torch.Generator | None = None,
                prediction: str = "eps", progress: bool = False) -> torch.Tensor:
@@ -147,8 +154,6 @@ def projection(model, s: NoiseSchedule, y: torch.Tensor, operator, project, shap
     the measurement noised to that level, sqrt(abar_t) y + sqrt(1 - abar_t) operator(eps), and onto
     y itself after the last step."""
     check_schedule(s)
-    check_choice("sampler", sampler, SAMPLERS)
-    check_choice("prediction", prediction, PREDICTIONS)
     check_tensor("y", y)
     for name, f in (("operator", operator), ("project", project)):
         if not callable(f):
@@ -160,8 +165,7 @@ def projection(model, s: NoiseSchedule, y: torch.Tensor, operator, project, shap
             return project(x, y)
         return project(x, math.sqrt(abar[t]) * y + math.sqrt(1 - abar[t]) * operator(randn_like(x, generator)))
 
-    return sample(model, s, shape, sampler, steps, eta=eta if sampler == "ddim" else 0.0, generator=generator,
-                  prediction=prediction, clip_x0=1.0, hook=hook, device=y.device, progress=progress, amp=False)
+    return _steered(model, s, shape, hook, y, steps, sampler, eta, generator, prediction, progress)
 
 
 def dps(model, s: NoiseSchedule, y: torch.Tensor, operator, shape, *, zeta: float, steps: int = 100,
@@ -170,9 +174,6 @@ def dps(model, s: NoiseSchedule, y: torch.Tensor, operator, shape, *, zeta: floa
     """Diffusion posterior sampling (Chung et al. 2023) for any differentiable measurement
     ``operator(x) -> y``: after every step of ``samplers.sample`` from x_i, subtract ``zeta`` times
     the gradient of sum over images of || y - operator(x0_hat(x_i)) || (a norm, not its square)."""
-    check_schedule(s)
-    check_choice("sampler", sampler, SAMPLERS)
-    check_choice("prediction", prediction, PREDICTIONS)
     check_tensor("y", y)
     zeta = check_float("zeta", zeta, low=0.0)
     if not callable(operator):
@@ -191,8 +192,7 @@ def dps(model, s: NoiseSchedule, y: torch.Tensor, operator, shape, *, zeta: floa
     def hook(x, t, x0_hat):
         return x - zeta * grads.pop("g")
 
-    return sample(guided, s, shape, sampler, steps, eta=eta if sampler == "ddim" else 0.0, generator=generator,
-                  prediction=prediction, clip_x0=1.0, hook=hook, device=y.device, progress=progress, amp=False)
+    return _steered(guided, s, shape, hook, y, steps, sampler, eta, generator, prediction, progress)
 
 
 def reconstruct(model, s: NoiseSchedule, y: torch.Tensor, mask: torch.Tensor, shape, *, method: str = "projection",
@@ -201,12 +201,8 @@ def reconstruct(model, s: NoiseSchedule, y: torch.Tensor, mask: torch.Tensor, sh
     """Reconstruct images of ``shape`` (N, C, H, W) from k-space measurements ``y`` (``measure``) with
     a trained pixel model, by "projection" (Song et al. 2022) or "dps" (Chung et al. 2023, step
     ``zeta`` on the gradient of the residual's norm), running ``samplers.sample`` with ``sampler``."""
-    check_schedule(s)
     check_choice("method", method, METHODS)
-    check_choice("sampler", sampler, SAMPLERS)
-    check_choice("prediction", prediction, PREDICTIONS)
     check_tensor("y", y)
-    zeta = check_float("zeta", zeta, low=0.0)
     if tuple(y.shape) != tuple(shape):
         raise ValueError(f"y must have the images' shape {tuple(shape)}, got {tuple(y.shape)}")
     m = _check_mask(mask, y)
