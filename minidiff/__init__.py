@@ -3,7 +3,7 @@
 One small module per idea; read the chapters in this order (each imports only earlier ones):
 ``physics`` (ink in water) → ``schedules`` → ``forward`` → ``reverse`` → ``loss`` →
 ``samplers`` → ``unet`` → ``autoencoder`` → ``clip`` → ``guidance`` → ``gan`` → ``editing`` →
-``inverse``. Around
+``inverse`` → ``molecules`` → ``video``. Around
 them: ``analytic`` holds an exact denoiser for Gaussian mixtures, ``data`` the data sets, ``nets`` the small networks, ``training`` the one loop,
 ``metrics`` the maths of comparing sets, ``evaluation`` the classifier and sampler races,
 ``recipes`` what the lessons train and the cache,

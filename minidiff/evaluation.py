@@ -25,7 +25,8 @@ __all__ = ["FashionClassifier", "train_classifier", "accuracy", "probabilities",
            "activation_bytes", "training_speed", "shapes_eval_set", "condition_accuracy", "score_conditional",
            "conditional_context", "draw_guided", "guidance_sweep", "shapes_zero_shot", "ZERO_SHOT_TEMPLATES",
            "settings_tuned", "masked_error", "feature_distance", "low_frequency_distance", "inpainting_comparison",
-           "sdedit_sweep", "inversion_errors", "style_sweep"]
+           "sdedit_sweep", "inversion_errors", "style_sweep", "class_balanced", "synthetic_data_comparison",
+           "reconstruction_scores", "choose_zeta", "score_molecules", "score_clips"]
 
 
 class FashionClassifier(nn.Module):
@@ -573,3 +574,106 @@ def style_sweep(run, images: torch.Tensor, source: int, target: int, scales, eva
                          "structure": low_frequency_distance(out, images).mean().item(),
                          "fid": frechet_distance(features(evaluator["classifier"], out.clamp(-1, 1)), real)})
     return rows
+
+
+def class_balanced(labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """Indices of the first ``per_class`` items of every class in ``labels`` (classes in order)."""
+    per_class = check_int("per_class", per_class, low=1)
+    check_tensor("labels", labels)
+    picks = []
+    for k in range(int(labels.max()) + 1):
+        idx = (labels == k).nonzero().flatten()[:per_class]
+        if len(idx) < per_class:
+            raise ValueError(f"class {k} has {len(idx)} items, fewer than per_class={per_class}")
+        picks.append(idx)
+    return torch.cat(picks)
+
+
+def synthetic_data_comparison(real: tuple, synthetic: tuple, test: tuple, *, steps: int, batch_size: int = 128,
+                              seed: int = 0, device=None, progress: bool = False) -> dict:
+    """Train on generated images, test on real ones (lesson 12): one ``train_classifier`` run per
+    training set, each with the same ``steps``, batch and seed, scored by ``accuracy`` on ``test``.
+
+    ``real``, ``synthetic`` and ``test`` are (images, labels) pairs; ``real`` and ``synthetic`` hold
+    as many images each. The training sets: "real", "synthetic", "mixed" (every other image of
+    each, as many images as either alone) and "real + synthetic" (both whole, twice as many). Returns
+    ``{name: accuracy}``.
+    """
+    (xr, yr), (xs, ys), (xt, yt) = real, synthetic, test
+    if len(xr) != len(xs):
+        raise ValueError(f"real and synthetic must hold as many images, got {len(xr)} and {len(xs)}")
+    sets = {"real": (xr, yr), "synthetic": (xs, ys),      # mixed: every other image of each, so no class is left out
+            "mixed": (torch.cat([xr[0::2], xs[1::2]]), torch.cat([yr[0::2], ys[1::2]])),
+            "real + synthetic": (torch.cat([xr, xs]), torch.cat([yr, ys]))}
+    device = torch.device(device) if device is not None else xr.device
+    out = {}
+    for name, (x, y) in tqdm(sets.items(), desc="classifiers", disable=not progress):
+        model = train_classifier(x.clamp(-1, 1), y, steps, batch_size=batch_size, generator=_seeded(device, seed),
+                                 device=device, progress=False)
+        out[name] = accuracy(model, xt, yt)
+    return out
+
+
+def reconstruction_scores(model, s, truth: torch.Tensor, problem, method: str, *, zeta: float = 1.0, steps: int = 100,
+                          seed: int = 0, data_range: float = 2.0, prediction: str = "eps") -> dict:
+    """``inverse.solve`` one ``inverse.Problem`` made from ``truth`` and score it (lesson 12): the
+    ``images`` (clamped to [-1, 1], on the CPU), their mean ``psnr`` and ``ssim`` with the stated
+    ``data_range``, the mean per-image ``residual`` ||y - A x|| on the measurement (before the
+    clamp) and the ``seconds_per_image``."""
+    from .inverse import psnr, solve, ssim
+
+    start = time.perf_counter()
+    out = solve(model, s, problem, method, zeta=zeta, steps=steps, prediction=prediction,
+                generator=_seeded(truth.device, seed))
+    synchronize(out.device)
+    seconds = (time.perf_counter() - start) / len(truth)
+    residual = torch.linalg.vector_norm((problem.y - problem.operator(out)).flatten(1), dim=1).mean().item()
+    images = out.clamp(-1, 1).cpu()
+    return {"images": images, "psnr": psnr(images, truth.cpu(), data_range).mean().item(),
+            "ssim": ssim(images, truth.cpu(), data_range).mean().item(), "residual": residual,
+            "seconds_per_image": seconds}
+
+
+def choose_zeta(model, s, truth: torch.Tensor, problem, zetas, *, steps: int = 100, seed: int = 0,
+                data_range: float = 2.0, prediction: str = "eps") -> tuple[float, dict]:
+    """DPS's step chosen by mean PSNR on validation images ``truth`` (never on the test images):
+    returns the best zeta and ``{zeta: psnr}`` for every one tried."""
+    sweep = {z: reconstruction_scores(model, s, truth, problem, "dps", zeta=z, steps=steps, seed=seed,
+                                      data_range=data_range, prediction=prediction)["psnr"] for z in zetas}
+    return max(sweep, key=sweep.get), sweep
+
+
+def score_molecules(run, n: int, *, seed: int = 0, device=None) -> dict:
+    """``n`` molecules from a trained molecules run (``molecules.sample_molecules`` with its EMA
+    model, 1000 DDPM steps), read back as chemistry: the share ``validity`` passing every check, the
+    share with sound ``geometry`` (a ring or a chain with every length and angle in tolerance) and
+    with sound ``types``, the ``ring_share`` among the valid ones, the ``coords`` and ``types``
+    drawn (on the CPU) and the ``seconds`` it took."""
+    from .molecules import molecule_checks, sample_molecules
+
+    device = torch.device(device) if device is not None else _device(run.ema.model)
+    start = time.perf_counter()
+    coords, types = sample_molecules(run.ema.model, run.schedule, n, generator=_seeded(device, seed), device=device,
+                                     prediction=run.config["prediction"])
+    seconds = time.perf_counter() - start
+    c = molecule_checks(coords, types)
+    geometry = (c["ring"] | c["chain"]) & c["lengths"] & c["angles"]
+    valid = geometry & c["types"]
+    return {"validity": valid.float().mean().item(), "geometry": geometry.float().mean().item(),
+            "types_ok": c["types"].float().mean().item(),
+            "ring_share": c["ring"][valid].float().mean().item() if valid.any() else float("nan"),
+            "valid": valid, "checks": c, "coords": coords, "types": types, "seconds": seconds}
+
+
+def score_clips(run, n: int, *, steps: int, batch_size: int = 100, seed: int = 0, device=None) -> dict:
+    """``n`` clips from a trained video run (``draw_samples`` of its EMA model, DDIM with eta = 1 and
+    ``steps`` steps, x0_hat clamped to [-1, 1]) and their mean ``motion_error`` (``video.motion_error``,
+    pixels); also the ``clips`` (on the CPU) and ``seconds_per_clip``."""
+    from .video import motion_error
+
+    device = torch.device(device) if device is not None else _device(run.ema.model)
+    shape = (run.ema.model.channels, run.ema.model.frames, run.ema.model.size, run.ema.model.size)
+    clips, seconds = draw_samples(run.ema.model, run.schedule, shape, n, "ddim", steps, eta=1.0, batch_size=batch_size,
+                                  seed=seed, prediction=run.config["prediction"], device=device, progress=False,
+                                  clip_x0=1.0)
+    return {"motion_error": motion_error(clips).mean().item(), "clips": clips, "seconds_per_clip": seconds}

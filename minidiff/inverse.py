@@ -39,6 +39,7 @@ window, K1 = 0.01, K2 = 0.03, as scikit-image computes it by default).
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -50,10 +51,11 @@ from .schedules import NoiseSchedule, check_schedule
 
 __all__ = ["kspace", "image_from_kspace", "cartesian_mask", "forward_operator", "adjoint_operator", "measure",
            "zero_filled", "project_kspace", "downsample", "project_downsample", "projection", "dps", "reconstruct", "psnr",
-           "ssim",
-           "METHODS"]
+           "ssim", "METHODS", "TASKS", "Problem", "make_problem", "solve"]
 
 METHODS = ("projection", "dps")
+TASKS = {"mri": 0.01, "denoise": 0.2, "super-resolution": 0.0}      # each task's default noise sigma
+BASELINES = {"mri": "zero-filled", "denoise": "noisy input", "super-resolution": "nearest upsampling"}
 
 
 def kspace(x: torch.Tensor) -> torch.Tensor:
@@ -212,6 +214,59 @@ def reconstruct(model, s: NoiseSchedule, y: torch.Tensor, mask: torch.Tensor, sh
                           progress=progress)
     return dps(model, s, y, lambda x: forward_operator(x, m), shape, zeta=zeta, steps=steps, sampler=sampler, eta=eta,
                generator=generator, prediction=prediction, progress=progress)
+
+
+class Problem(NamedTuple):
+    """One measured inverse problem: the ``task``, the measurement ``y``, the linear ``operator``
+    (x -> its measurement), ``project`` (x, y) -> the nearest x that agrees with y (None where
+    there is nothing to keep: denoising measures every pixel, with noise), the ``baseline``
+    reconstruction that uses no prior and its ``baseline_name``."""
+    task: str
+    y: torch.Tensor
+    operator: Callable
+    project: Callable | None
+    baseline: torch.Tensor
+    baseline_name: str
+
+
+def make_problem(task: str, x: torch.Tensor, *, acceleration: float = 4.0, factor: int = 2, sigma: float | None = None,
+                 mask_generator: torch.Generator | None = None, generator: torch.Generator | None = None) -> Problem:
+    """Measure images ``x`` for ``task``: "mri" (``cartesian_mask`` at ``acceleration``, its lines
+    drawn on ``mask_generator``; ``measure`` with noise ``sigma``, default 0.01), "denoise" (x plus
+    Gaussian noise of ``sigma``, default 0.2) or "super-resolution" (``downsample`` by ``factor``,
+    plus noise ``sigma``, default 0). The noise is drawn on ``generator``."""
+    check_choice("task", task, TASKS)
+    check_tensor("x", x)
+    sigma = check_float("sigma", TASKS[task] if sigma is None else sigma, low=0.0)
+    if task == "mri":
+        mask = cartesian_mask(x.shape[-1], acceleration, generator=mask_generator).to(x.device)
+        y = measure(x, mask, sigma, generator)
+        return Problem(task, y, lambda v: forward_operator(v, mask), lambda v, m: project_kspace(v, m, mask),
+                       zero_filled(y, mask), BASELINES[task])
+    noisy = x + sigma * randn_like(x, generator) if sigma > 0 else x
+    if task == "denoise":
+        return Problem(task, noisy, lambda v: v, None, noisy, BASELINES[task])
+    factor = check_int("factor", factor, low=1)
+    y = downsample(noisy, factor)
+    return Problem(task, y, lambda v: downsample(v, factor), lambda v, m: project_downsample(v, m, factor),
+                   F.interpolate(y, scale_factor=factor, mode="nearest"), BASELINES[task])
+
+
+def solve(model, s: NoiseSchedule, problem: Problem, method: str, *, zeta: float = 1.0, steps: int = 100,
+          sampler: str = "ddim", eta: float = 1.0, generator: torch.Generator | None = None, prediction: str = "eps",
+          progress: bool = False) -> torch.Tensor:
+    """Reconstruct a ``Problem``'s images: "baseline" (its prior-free reconstruction), "projection"
+    or "dps" (step ``zeta``), with the images' shape taken from the baseline."""
+    check_choice("method", method, ("baseline",) + METHODS)
+    if method == "baseline":
+        return problem.baseline
+    kw = dict(steps=steps, sampler=sampler, eta=eta, generator=generator, prediction=prediction, progress=progress)
+    shape = problem.baseline.shape
+    if method == "projection":
+        if problem.project is None:
+            raise ValueError(f"task {problem.task!r} has no projection (every value is measured, with noise): use 'dps'")
+        return projection(model, s, problem.y, problem.operator, problem.project, shape, **kw)
+    return dps(model, s, problem.y, problem.operator, shape, zeta=zeta, **kw)
 
 
 def psnr(x: torch.Tensor, reference: torch.Tensor, data_range: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from ._checks import check_float, check_int
 
 __all__ = ["to_image", "image_grid", "show_images", "scatter", "snapshots_2d", "plot_schedules",
-           "figure_png", "show_source", "animation_gif"]
+           "figure_png", "show_source", "animation_gif", "show_molecules"]
 
 
 def _axes(ax, figsize=(4, 4)):
@@ -171,3 +171,30 @@ def animation_gif(frames: torch.Tensor, nrow: int = 8, ms_per_frame: int = 120, 
     pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:], duration=ms_per_frame,
                      loop=0)
     return buf.getvalue()
+
+
+ATOM_COLOURS = ("0.3", "C0", "C3")          # C grey, N blue, O red
+
+
+def show_molecules(coords: torch.Tensor, types: torch.Tensor, titles=None, ncol: int = 6, bond_cutoff: float = 1.8,
+                   lim: float = 3.0):
+    """3-D pictures of molecules: atoms (coords (n, atoms, 3) in Å) coloured by type index (C, N, O),
+    and a bond drawn between atoms closer than ``bond_cutoff``."""
+    import matplotlib.pyplot as plt
+    ncol = check_int("ncol", ncol, low=1)
+    n = len(coords)
+    rows = -(-n // ncol)
+    fig = plt.figure(figsize=(2.0 * min(n, ncol), 2.1 * rows))
+    for k in range(n):
+        ax = fig.add_subplot(rows, min(n, ncol), k + 1, projection="3d")
+        c, t = coords[k].detach().double().cpu(), types[k].cpu()
+        d = torch.cdist(c, c)
+        for i, j in zip(*torch.nonzero(torch.triu(d < bond_cutoff, diagonal=1), as_tuple=True)):
+            ax.plot(*c[[i, j]].T.numpy(), color="0.5", lw=1.5)
+        ax.scatter(*c.T.numpy(), c=[ATOM_COLOURS[int(v)] for v in t], s=40, depthshade=False)
+        ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim), ax.set_zlim(-lim, lim)
+        ax.set_axis_off()
+        if titles is not None:
+            ax.set_title(titles[k], fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -103,3 +103,10 @@ def test_inverse_benchmark_reports_every_row():
     consistent = [r for r in out["rows"] if r["method"] == "projection"]
     assert consistent and all(r["residual"] < 1e-3 for r in consistent)      # exact on the measured part
     assert set(out["zeta_chosen_on_validation"]) == {"mri 4", "mri 8", "denoise", "super-resolution 2"}
+    syn = out["synthetic"]
+    assert all(0 <= syn[k] <= 1 for k in ("real_acc", "synthetic_acc", "mixed_acc", "both_acc")) and syn["images"] == 20
+    assert [r["type_scale"] for r in out["molecules"]["ablation"]] == [0.25, 1.0, 4.0]
+    assert all(0 <= r["validity"] <= r["geometry"] <= 1 for r in out["molecules"]["ablation"])
+    motion = out["video"]["motion_error"]
+    assert motion["real clips"] < 0.1 < motion["frames from different clips"]      # the floor and the chance level
+    assert {"space + time attention", "space attention only"} <= set(motion) and out["video"]["baseline"] in motion

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 import minidiff
-from minidiff import (autoencoder, clip, editing, evaluation, gan, guidance, forward, inverse, loss, metrics, nets, physics, plots, reverse, samplers, schedules,
-                      training, unet, widgets)
+from minidiff import (autoencoder, clip, editing, evaluation, gan, guidance, forward, inverse, loss, metrics, molecules, nets, physics, plots, reverse, samplers, schedules,
+                      training, unet, video, widgets)
 
 PACKAGE = pathlib.Path(minidiff.__file__).parent
 # DESIGN.md, "Concept -> module": the chapters in reading order
 CHAPTERS = ["physics", "schedules", "forward", "reverse", "loss", "samplers", "unet", "autoencoder", "clip",
-            "guidance", "gan", "editing", "inverse"]
+            "guidance", "gan", "editing", "inverse", "molecules", "video"]
 
 
 def minidiff_imports(module: str) -> set[str]:
@@ -147,6 +147,13 @@ x2 = torch.zeros(2, 2)
     ("data_range", lambda b: inverse.psnr(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8), b)),
     ("window", lambda b: inverse.ssim(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8), 2.0, b)),
     ("factor", lambda b: evaluation.low_frequency_distance(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), b)),
+    ("sigma", lambda b: inverse.make_problem("denoise", torch.zeros(1, 1, 8, 8), sigma=b)),
+    ("n", lambda b: molecules.make_molecules(b)),
+    ("type_scale", lambda b: molecules.to_features(torch.zeros(1, 6, 3), torch.zeros(1, 6, dtype=torch.long), b)),
+    ("width", lambda b: molecules.AtomTransformer(width=b)),
+    ("frames", lambda b: video.moving_shapes(2, frames=b)),
+    ("patch", lambda b: video.SpaceTimeTransformer(patch=b)),
+    ("per_class", lambda b: evaluation.class_balanced(torch.tensor([0, 1]), b)),
 ])
 @pytest.mark.parametrize("flag", [True, False])
 def test_no_bool_where_a_number_is_meant(name, call, flag):
