@@ -17,16 +17,16 @@ Each molecule is rotated at random, centred and its atoms shuffled. A molecule i
 (6, 3 + 3): coordinates in Å and the type's one-hot times ``type_scale``. Diffusion runs on that
 tensor with the package's own loss and samplers, with two changes that make it a diffusion on
 *sets of points* (Hoogeboom, Satorras, Vignac & Welling 2022, "Equivariant diffusion for molecule
-generation in 3D", EDM, §3):
+generation in 3D", EDM):
 
 * translation: coordinates live in the zero centre-of-mass subspace. The noise's coordinates are
   centred (``centred_noise``), the denoiser centres what it reads and what it returns, and the
   sampler's hook centres x after every step;
 * permutation: the denoiser (``AtomTransformer``) is a Transformer over atoms with no positional
   encoding, so permuting the atoms permutes its output (the tests check it). It reads the
-  geometry only through the pairs' distances and predicts the coordinates' noise as a weighted
-  sum of the pairs' difference vectors, so it is also rotation-equivariant, as EDM's EGNN is
-  (the tests check that too).
+  geometry only through the pairs' distances and moves the atoms along the pairs' difference
+  vectors (its output, with the recipes' x0 prediction, is the refined positions), so it is also
+  rotation-equivariant, as EDM's EGNN is (the tests check that too).
 
 EDM scales the one-hot types against the coordinates (0.25 in its QM9 model; its Table 10 reports
 the ablation): features of a small scale are decided late in the reverse process, after the
@@ -35,7 +35,8 @@ geometry, which they then follow. Lesson 12 measures the same ablation.
 ``validity`` reads a generated molecule back as chemistry: atoms closer than ``BOND_CUTOFF`` are
 bonded; the bond graph must be a 6-ring or a 6-chain; every bond within ``LENGTH_TOL`` of its
 kind's length and every bond angle within ``ANGLE_TOL`` of its kind's angle; nitrogen only in a
-ring, oxygen only at a chain's end.
+ring (several N in one ring pass: the rule is chemistry's, not the data's at-most-one), oxygen
+only at a chain's end.
 """
 from __future__ import annotations
 
@@ -142,7 +143,8 @@ def from_features(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def centred_noise(shape, generator=None, device=None) -> torch.Tensor:
     """Gaussian noise of ``shape`` (n, atoms, 3 + types) with the coordinates projected to zero
-    centre of mass: Gaussian in that subspace (EDM §3.2)."""
+    centre of mass: an isotropic Gaussian in that subspace (EDM's zero centre-of-gravity noise),
+    each coordinate of variance (atoms - 1) / atoms."""
     noise = torch.randn(shape, generator=generator, device=generator.device if generator is not None else device)
     noise = noise.to(device) if device is not None else noise
     return torch.cat([centre(noise[..., :3]), noise[..., 3:]], dim=-1)
@@ -158,7 +160,7 @@ def molecule_checks(coords: torch.Tensor, types: torch.Tensor) -> dict:
                          f"{tuple(types.shape)}")
     coords = coords.double()
     n, a = coords.shape[:2]
-    eye = torch.eye(a, dtype=torch.bool)
+    eye = torch.eye(a, dtype=torch.bool, device=coords.device)
     dist = torch.cdist(coords, coords)
     bonded = (dist < BOND_CUTOFF) & ~eye
     degree = bonded.sum(-1)
@@ -197,9 +199,11 @@ class _AtomBlock(nn.Module):
     """Pre-norm self-attention over atoms, then an MLP, both residual; the pair features enter as a
     learned bias on each head's logits and a learned term on the values,
     out_i = sum_j a_ij (v_j + e_ij), a_ij = softmax_j(q_i . k_j / sqrt(d) + b_ij).
-    Then the atoms move: x_i <- x_i + sum_j phi(h_i + h_j, pair_ij) (x_i - x_j) / (|x_i - x_j| + 1)
-    (the coordinate update of Satorras, Hoogeboom & Welling 2021, "E(n) equivariant graph neural
-    networks", eq. 4, as EDM uses it)."""
+    Then the atoms move: x_i <- x_i + sum_j phi(z_i + z_j + pair_ij) (x_i - x_j) / (|x_i - x_j| + 1),
+    z = a projection of the tokens: the coordinate update of Satorras, Hoogeboom & Welling 2021,
+    "E(n) equivariant graph neural networks", eq. 4, with EDM's (|x_i - x_j| + 1) normalisation in
+    place of eq. 4's 1 / (atoms - 1), and phi read from the tokens and pair features instead of
+    an edge message."""
 
     def __init__(self, width: int, heads: int, pair: int):
         super().__init__()
@@ -238,7 +242,8 @@ class AtomTransformer(nn.Module):
     distances: the geometry is refined layer by layer, and the moves rotate with the molecule.
 
     With ``skip`` (for ``prediction="x0"``) the coordinates returned are the moved atoms, x0_hat
-    refined from x_t; without it, the total move (an eps-like output). Either is centred."""
+    refined from x_t; without it, the total move, for a prediction that is not a position (eps
+    or v). Either is centred."""
 
     def __init__(self, types: int = len(ATOM_TYPES), width: int = 64, layers: int = 4, heads: int = 4,
                  rbf: int = 32, max_distance: float = 6.0, skip: bool = True):
@@ -273,11 +278,14 @@ class AtomTransformer(nn.Module):
 
 @torch.no_grad()
 def sample_molecules(model, s: NoiseSchedule, n: int, *, sampler: str = "ddpm", steps: int | None = None,
-                     generator=None, device=None, progress: bool = False, prediction: str = "eps"):
+                     generator=None, device=None, progress: bool = False, prediction: str | None = None):
     """Draw ``n`` molecules with ``samplers.sample``: x_T is ``centred_noise`` and the hook keeps
-    every x in the zero centre-of-mass subspace. Returns (coords (n, atoms, 3), types (n, atoms))
-    on the CPU."""
+    every x in the zero centre-of-mass subspace. ``prediction``: what the model predicts (default
+    "x0" for an ``AtomTransformer`` with ``skip``, else "eps"). Returns (coords (n, atoms, 3),
+    types (n, atoms)) on the CPU."""
     n = check_int("n", n, low=1)
+    if prediction is None:
+        prediction = "x0" if getattr(model, "skip", False) else "eps"
     device = torch.device(device) if device is not None else next(model.parameters()).device
     x_T = centred_noise((n, ATOMS, 3 + model.types), generator, device)
 

@@ -12,8 +12,9 @@ tokens of a vision Transformer, after a small convolutional stem) and alternates
 * **time attention**: every token attends to the tokens at the same place in the other frames,
 
 the *factorised* space-time attention of video diffusion models (Ho, Salimans, Gritsenko, Chan,
-Norouzi & Fleet 2022, "Video diffusion models", §3: space-only attention within a frame, then
-attention over time; Bertasius et al. 2021, TimeSformer's "divided" attention). It costs
+Norouzi & Fleet 2022, "Video diffusion models", §3: attention over space within each frame, then
+over time, the order used here; Bertasius et al. 2021's TimeSformer "divided" attention takes
+time first). It costs
 F·P² + P·F² per layer instead of (F·P)² for P patches per frame. ``time_attention=False`` drops
 the time step: frames are then denoised independently (each knows only its frame index), the
 baseline that shows what the time attention is for.
@@ -21,7 +22,9 @@ baseline that shows what the time attention is for.
 The **motion-consistency score** (``motion_error``) asks whether a clip moves like the data: the
 shape's position in each frame is the brightness-weighted centroid; the positions are fitted by
 least squares with a straight line at constant speed, p_f = a + b f; the score is the root mean
-square distance, in pixels, of the positions from that line. Real clips score about 0.
+square distance, in pixels, of the positions from that line. Real clips score about 0. (A grey
+background, as an unsure model may draw, pulls every centroid towards the frame's centre: the
+path looks slower but stays straight.)
 """
 from __future__ import annotations
 
@@ -44,6 +47,8 @@ def moving_shapes(n: int, frames: int = 8, size: int = 16, generator: torch.Gene
     n = check_int("n", n, low=1)
     frames = check_int("frames", frames, low=2)
     size = check_int("size", size, low=8)
+    if size - 1 - 2 * 3.5 < frames - 1:          # the widest shape (margin 3.5) at the top speed (1 px / frame)
+        raise ValueError(f"size {size} is too small for {frames} frames at up to 1 pixel per frame")
     radius = 2.0 + torch.rand(n, generator=generator)
     speed = 0.5 + 0.5 * torch.rand(n, generator=generator)
     angle = 2 * math.pi * torch.rand(n, generator=generator)
@@ -52,8 +57,6 @@ def moving_shapes(n: int, frames: int = 8, size: int = 16, generator: torch.Gene
     margin = radius[:, None] + 0.5
     low = margin - travel.clamp(max=0)
     high = (size - 1) - margin - travel.clamp(min=0)
-    if (high < low).any():
-        raise ValueError(f"size {size} is too small for {frames} frames at up to 1 pixel per frame")
     start = low + (high - low) * torch.rand(n, 2, generator=generator)
     square = torch.rand(n, generator=generator) < 0.5
     f = torch.arange(frames, dtype=torch.float32)
@@ -67,8 +70,9 @@ def moving_shapes(n: int, frames: int = 8, size: int = 16, generator: torch.Gene
 
 
 def shuffle_frames(clips: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Clips whose frame f is frame f of a random other clip (one permutation of the clips per
-    frame): every frame is real, the motion is gone. The baseline of no temporal consistency."""
+    """Clips whose frame f is frame f of a clip drawn by a random permutation of the clips, one
+    permutation per frame (a clip may keep its own frame): every frame is real, the motion is
+    gone. The baseline of no temporal consistency."""
     _check_clips("clips", clips)
     n, frames = clips.shape[0], clips.shape[2]
     order = torch.stack([torch.randperm(n, generator=generator) for _ in range(frames)], dim=1)   # (n, F)

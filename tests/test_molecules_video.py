@@ -54,6 +54,8 @@ def test_validity_rejects_what_breaks_each_rule():
     assert not molecules.validity(coords, wrong)[ring].any()
     with pytest.raises(ValueError, match="coords must be"):
         molecules.validity(coords[0], types[0])
+    with pytest.raises(ValueError, match="too small"):
+        video.moving_shapes(2, frames=8, size=12)
 
 
 def test_features_round_trip_and_the_noise_is_centred():
@@ -64,7 +66,7 @@ def test_features_round_trip_and_the_noise_is_centred():
     assert torch.allclose(c, coords, atol=1e-6) and torch.equal(t, types)
     noise = molecules.centred_noise((4000, 6, 6), torch.Generator().manual_seed(0))
     assert noise[..., :3].sum(1).abs().max() < 1e-5
-    # a Gaussian in the zero-mean subspace: each coordinate has variance (atoms - 1) / atoms (EDM §3.2)
+    # an isotropic Gaussian in the zero-mean subspace: each coordinate has variance (atoms - 1) / atoms
     assert abs(noise[..., :3].var().item() - 5 / 6) < 0.02 and abs(noise[..., 3:].var().item() - 1) < 0.02
     with pytest.raises(ValueError, match="type_scale"):
         molecules.to_features(coords, types, 0.0)
@@ -77,7 +79,7 @@ def test_the_atom_transformer_is_permutation_and_rotation_equivariant():
     out = model(x, t)
     for seed in range(3):
         perm = torch.randperm(6, generator=torch.Generator().manual_seed(seed))
-        assert torch.allclose(model(x[:, perm], t), out[:, perm], atol=1e-5)       # permuting atoms permutes eps
+        assert torch.allclose(model(x[:, perm], t), out[:, perm], atol=1e-5)       # permuting atoms permutes the output
     r = _rotation(4)
     rotated = torch.cat([x[..., :3] @ r.T + torch.tensor([1.0, -2.0, 0.5]), x[..., 3:]], dim=-1)
     out_r = model(rotated, t)
@@ -106,8 +108,10 @@ def test_moving_shapes_move_in_a_straight_line_inside_the_frame():
     assert ((speed > 0.48) & (speed < 1.02)).all()
     assert video.motion_error(clips).max() < 0.1                                   # real clips: about 0
     # frames from different clips move nowhere in particular
-    perm = torch.stack([torch.randperm(300, generator=torch.Generator().manual_seed(f)) for f in range(8)], 1)
-    shuffled = clips[perm, :, torch.arange(8)].transpose(1, 2)
+    shuffled = video.shuffle_frames(clips, torch.Generator().manual_seed(0))
+    assert shuffled.shape == clips.shape
+    for i, f in [(0, 0), (5, 3), (299, 7)]:                   # every frame is some clip's frame f
+        assert any(torch.equal(shuffled[i, :, f], clips[j, :, f]) for j in range(300))
     assert video.motion_error(shuffled).mean() > 1.0
 
 
@@ -171,3 +175,16 @@ def test_the_lesson_12_recipes_train_and_resume_exactly(cache, tmp_path, name, o
     for a, b in itertools.zip_longest(whole.ema.model.state_dict().values(), resumed.ema.model.state_dict().values()):
         assert torch.equal(a, b)
     assert all(whole.config[k] == v for k, v in override.items())
+
+
+def test_show_molecules_draws_one_3d_panel_per_molecule_with_its_bonds():
+    import matplotlib
+    matplotlib.use("Agg")
+    from minidiff import plots
+
+    coords, types = molecules.make_molecules(3, torch.Generator().manual_seed(0))
+    fig = plots.show_molecules(coords, types, titles=["a", "b", "c"])
+    assert len(fig.axes) == 3 and [a.get_title() for a in fig.axes] == ["a", "b", "c"]
+    bonds = [len(a.get_lines()) for a in fig.axes]
+    ring = molecules.molecule_checks(coords, types)["ring"]
+    assert bonds == [6 if r else 5 for r in ring.tolist()]         # a 6-ring has 6 bonds, a 6-chain 5
