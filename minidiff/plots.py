@@ -190,7 +190,7 @@ def show_molecules(coords: torch.Tensor, types: torch.Tensor, titles=None, ncol:
         c, t = coords[k].detach().double().cpu(), types[k].cpu()
         d = torch.cdist(c, c)
         for i, j in zip(*torch.nonzero(torch.triu(d < bond_cutoff, diagonal=1), as_tuple=True)):
-            ax.plot(*c[[i, j]].T.numpy(), color="0.5", lw=1.5)
+            ax.plot(*c[[int(i), int(j)]].T.numpy(), color="0.5", lw=1.5)
         ax.scatter(*c.T.numpy(), c=[ATOM_COLOURS[int(v)] for v in t], s=40, depthshade=False)
         ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim), ax.set_zlim(-lim, lim)
         ax.set_axis_off()
