@@ -3,12 +3,16 @@
     python -m minidiff demo [--out PATH]
     python -m minidiff train --dataset fashion-mnist --scale small --steps N --checkpoint PATH [--seed S] [--compile]
                              [--model pixel|latent]
+    torchrun --standalone --nproc_per_node=4 -m minidiff train ...      (the same run on 4 processes)
     python -m minidiff sample --checkpoint PATH --sampler ddim --steps 50 --out grid.png
 
 ``demo`` trains a small noise-prediction MLP on an embedded 2-D data set (no download), then
 writes one PNG: the data, the data being noised, and samples drawn by the reverse process.
 ``train`` trains (or resumes) the image DDPM, in pixels or (``--model latent``) in the latent
-space of the recipe's autoencoder; ``sample`` draws a grid from either kind of checkpoint.
+space of the recipe's autoencoder; ``sample`` draws a grid from either kind of checkpoint. Started by
+torchrun, ``train`` runs on every process with DistributedDataParallel (``training.init_distributed``:
+NCCL on GPUs, gloo on CPUs), each process taking its share of the same global batch; rank 0 writes
+the checkpoint and prints.
 """
 from __future__ import annotations
 
@@ -149,6 +153,8 @@ def main(argv=None) -> int:
         parser.error("--steps must be >= 1")
     if args.command == "train":
         from . import recipes
+        from .training import init_distributed
+        rank, world_size = init_distributed()           # under torchrun: join the group; else (0, 1)
         overrides = {k: v for k, v in (("steps", args.steps), ("prediction", args.prediction)) if v is not None}
         try:
             recipe = {"pixel": "fashion-ddpm", "latent": "fashion-latent-ddpm"}[args.model]
@@ -159,7 +165,9 @@ def main(argv=None) -> int:
         except ValueError as e:          # e.g. resuming a checkpoint with other settings
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(f"trained to step {len(history)}; checkpoint {args.checkpoint}; last loss {history[-1]:.4f}")
+        if rank == 0:
+            print(f"trained to step {len(history)}; checkpoint {args.checkpoint}; last loss {history[-1]:.4f}"
+                  + (f" ({world_size} processes)" if world_size > 1 else ""))
         return 0
     if args.command == "sample":
         return sample_grid(args)

@@ -275,6 +275,11 @@ def unet_kwargs(cfg: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["unet"].items()}
 
 
+def _draw_timesteps(T: int, n: int, g, device) -> torch.Tensor:
+    """n timesteps uniform in [0, T-1] drawn on g (where it lives), as ``loss.diffusion_loss`` draws them."""
+    return torch.randint(0, T, (n,), generator=g, device=g.device).to(device)
+
+
 def _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_channels, draw_batch, desc,
                 make_model=None, noise=None):
     """DDPM Algorithm 1 with ``training.train`` on whatever ``draw_batch(g, batch_size)`` returns
@@ -285,6 +290,7 @@ def _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_chann
     generator seeded with the config's seed, so a run is reproducible bit for bit; on an
     accelerator the generator lives on that device, so nothing is drawn on the CPU and copied over."""
     from . import loss, schedules
+    from .forward import randn_like
     from .training import EMA, load_checkpoint, train
     from .unet import UNet
 
@@ -294,14 +300,26 @@ def _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_chann
     model = (make_model() if make_model else UNet(in_channels=in_channels, **unet_kwargs(cfg))).to(device)
     ema = EMA(model, cfg["ema_decay"], warmup=cfg["ema_warmup"])
 
-    def loss_fn(m, batch):
+    def next_batch(step):
+        """The global batch with its t and noise, drawn on g in the order diffusion_loss draws them (so
+        a run is what it was when the loss drew them), for ``training.shard`` to split under torchrun."""
+        batch = draw_batch(g, cfg["batch_size"])
         x0, cond = batch if isinstance(batch, tuple) else (batch, {})
-        eps = noise(x0, g) if noise is not None else None                  # default: N(0, I) drawn on g
-        return loss.diffusion_loss(m, s, x0, noise=eps, prediction=cfg["prediction"],
-                                   min_snr_gamma=cfg.get("min_snr_gamma"), generator=g, **cond)
+        if noise is not None:
+            eps = noise(x0, g)
+            t = _draw_timesteps(s.T, len(x0), g, x0.device)
+        else:
+            t = _draw_timesteps(s.T, len(x0), g, x0.device)
+            eps = randn_like(x0, g)
+        return x0, cond, t, eps
+
+    def loss_fn(m, batch):
+        x0, cond, t, eps = batch
+        return loss.diffusion_loss(m, s, x0, t, eps, prediction=cfg["prediction"],
+                                   min_snr_gamma=cfg.get("min_snr_gamma"), **cond)
 
     identity = {k: v for k, v in cfg.items() if k != "steps"}      # a run may be resumed to more steps
-    history = train(model, loss_fn, lambda step: draw_batch(g, cfg["batch_size"]), cfg["steps"], lr=cfg["lr"],
+    history = train(model, loss_fn, next_batch, cfg["steps"], lr=cfg["lr"],
                     ema=ema, generator=g, checkpoint=path, checkpoint_every=checkpoint_every, config=identity,
                     progress=progress, compile=compile, desc=desc)
     return model, ema, s, history, load_checkpoint(path)

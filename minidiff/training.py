@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from ._checks import check_float, check_int
 from ._files import atomic_write
 
-__all__ = ["EMA", "train", "loss_step", "save_checkpoint", "load_checkpoint"]
+__all__ = ["EMA", "train", "loss_step", "save_checkpoint", "load_checkpoint", "world", "init_distributed", "shard"]
 
 
 class EMA:
@@ -86,6 +86,47 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise
     except Exception as e:  # a truncated or foreign file
         raise ValueError(f"checkpoint {path} could not be read ({type(e).__name__}: {e})") from e
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: torch.distributed's when a process group is running
+    (``init_distributed``, torchrun), else (0, 1)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1 in the environment): NCCL with
+    one GPU per process (``LOCAL_RANK``) where CUDA is present, else gloo on the CPU. Without torchrun
+    (no ``WORLD_SIZE``, or 1) it does nothing. Returns ``world()``."""
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return world()
+
+
+def shard(batch, rank: int, world_size: int):
+    """This rank's rows of a global batch: rows [rank n / W, (rank + 1) n / W) of every tensor (in
+    a tuple, list or dict too) whose first dimension is the batch's n. Every rank draws the same
+    global batch, and each takes its slice: so N processes see exactly what one process sees."""
+    if world_size == 1:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        n = batch.shape[0]
+        if n % world_size:
+            raise ValueError(f"the global batch ({n}) must divide by the number of processes ({world_size}); "
+                             f"pick a batch size that is a multiple of {world_size}")
+        k = n // world_size
+        return batch[rank * k:(rank + 1) * k]
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(shard(b, rank, world_size) for b in batch)
+    if isinstance(batch, dict):
+        return {k: shard(v, rank, world_size) for k, v in batch.items()}
+    return batch
 
 
 def _to(batch, device, channels_last: bool):
@@ -141,8 +182,17 @@ def _load_state(optimizer, state) -> None:
 class _LossLog:
     """Losses kept on the device and read in windows: one wait for the GPU per window, not per step."""
 
-    def __init__(self, history: list, lr_hint: str):
+    def __init__(self, history: list, lr_hint: str, world_size: int = 1):
         self.history, self.window, self.first_step, self.lr_hint = history, [], None, lr_hint
+        self.world_size = world_size
+
+    def _mean_over_ranks(self, stacked: torch.Tensor) -> torch.Tensor:
+        """Each rank's losses averaged over the ranks (one collective per window): the global batch's loss."""
+        if self.world_size > 1:
+            import torch.distributed as dist
+            dist.all_reduce(stacked)
+            stacked = stacked / self.world_size
+        return stacked
 
     def add(self, step: int, loss) -> None:
         if self.first_step is None:
@@ -155,11 +205,11 @@ class _LossLog:
             return None
         if isinstance(self.window[0], dict):
             keys = list(self.window[0])
-            cols = {k: torch.stack([w[k].float() for w in self.window]).tolist() for k in keys}
+            cols = {k: self._mean_over_ranks(torch.stack([w[k].float() for w in self.window])).tolist() for k in keys}
             values = [{k: cols[k][j] for k in keys} for j in range(len(self.window))]
             finite = [all(math.isfinite(v) for v in row.values()) for row in values]
         else:
-            values = torch.stack([w.float() for w in self.window]).tolist()
+            values = self._mean_over_ranks(torch.stack([w.float() for w in self.window])).tolist()
             finite = [math.isfinite(v) for v in values]
         if not all(finite):
             j = finite.index(False)
@@ -197,6 +247,13 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
     :param log_every: read the losses from the device every this many steps (and at the end and
         at checkpoints); a NaN or infinite loss stops the run at the next read, naming its step.
     :returns: the history, one float per step (one dict per step for a step returning dicts).
+
+    Under torchrun (``init_distributed``), every process runs this same loop: ``next_batch`` draws
+    the *global* batch identically on every rank (same seed), ``shard`` gives each rank its rows,
+    DistributedDataParallel averages the gradients, the losses are averaged over the ranks, and
+    only rank 0 writes checkpoints and shows progress. Whatever the loss draws at random (t, noise)
+    must come with the batch, drawn for the global batch (as ``recipes`` does), so that N processes
+    train what one process trains at the same global batch, up to the order of floating-point sums.
 
     What ``train`` does to ``model``, on purpose: it leaves it in eval mode, ready to sample, and
     with ``channels_last`` (default on CUDA) it converts the model (and the EMA copy) to the
@@ -252,11 +309,14 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
         if generator is not None and state["rng"].get("generator") is not None:
             generator.set_state(state["rng"]["generator"].cpu())
+    rank, world_size = world()
     log = _LossLog(history, f"try a lower lr (now {lr}), keep gradient clipping on (grad_clip={grad_clip}), "
-                            "turn off amp, or check the data for NaN/inf")
+                            "turn off amp, or check the data for NaN/inf", world_size)
 
     def save(step):
-        log.flush()
+        log.flush()                     # on every rank: the losses are averaged over the ranks
+        if rank != 0:                   # one writer
+            return
         rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if cuda else None,
                "generator": generator.get_state() if generator is not None else None}
         save_checkpoint(checkpoint, {"model": model.state_dict(), "ema": ema.state_dict() if ema else None,
@@ -264,12 +324,16 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
                                      "config": dict(config or {}), "rng": rng,
                                      "seconds": seconds_before + time.perf_counter() - started})
 
-    forward_model = torch.compile(model) if compile else model
+    forward_model = model
+    if world_size > 1:                  # gradients averaged over the ranks in backward
+        from torch.nn.parallel import DistributedDataParallel
+        forward_model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    forward_model = torch.compile(forward_model) if compile else forward_model
     model.train()
     started = time.perf_counter()
-    bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
+    bar = tqdm(range(start, steps), desc=desc, disable=not progress or rank != 0, initial=start, total=steps)
     for step in bar:
-        batch = _to(next_batch(step), device, channels_last)
+        batch = _to(shard(next_batch(step), rank, world_size), device, channels_last)
         log.add(step, step_fn(forward_model, batch, opt))
         if ema is not None:
             ema.update(model)
@@ -281,5 +345,8 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
     log.flush()
     if checkpoint is not None and (start < steps or not os.path.exists(checkpoint)):
         save(max(start, steps))
+    if world_size > 1:                  # no rank reads the file before rank 0 has written it
+        import torch.distributed as dist
+        dist.barrier()
     model.eval()
     return history
