@@ -135,7 +135,8 @@ def main(argv=None) -> int:
                    help="diffuse the pixels, or the latents of the scale's autoencoder (trained first if the "
                         "model cache lacks it; the checkpoint stores it) (default: %(default)s)")
     p.add_argument("--compile", action="store_true",
-                   help="train a torch.compile'd model (faster on a GPU after a minute or so of compiling)")
+                   help="train a torch.compile'd model (faster on a GPU after a minute or so of compiling; "
+                        "the default at full scale on CUDA)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p = sub.add_parser("sample", help="draw a grid of images from a checkpoint",
                        description="Load a checkpoint written by 'train' and sample a grid of images.")
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
         try:
             recipe = {"pixel": "fashion-ddpm", "latent": "fashion-latent-ddpm"}[args.model]
             history = recipes.load_or_train(recipe, args.scale, checkpoint=args.checkpoint, seed=args.seed,
-                                            progress=not args.no_progress, compile=args.compile,
+                                            progress=not args.no_progress, compile=args.compile or None,
                                             checkpoint_every=args.checkpoint_every,
                                             **overrides).history
         except ValueError as e:          # e.g. resuming a checkpoint with other settings

@@ -746,14 +746,15 @@ TRAINERS = {"fashion-ddpm": _train_fashion_ddpm, "fashion-autoencoder": _train_f
 
 
 def load_or_train(name: str, scale: str | None = None, *, device=None, progress: bool = True, checkpoint=None,
-                  compile: bool = False, checkpoint_every: int = 500, **overrides):
+                  compile: bool | None = None, checkpoint_every: int = 500, **overrides):
     """The trained model(s) of recipe ``name`` at ``scale`` (default: ``$MINIDIFF_SCALE``), from the
     cache when a run of the same full config finished before, resumed when one was interrupted,
     else trained now.
 
     :param device: where to train and return the model (default ``device.get_device()``).
     :param checkpoint: a file to use instead of the cache (the CLI's ``--checkpoint``).
-    :param compile: train a ``torch.compile``d model (not part of the config).
+    :param compile: train a ``torch.compile``d model (not part of the config); default: at ``full``
+        scale on CUDA, where the full recipes run long enough to repay the compile.
     :param checkpoint_every: steps between the files an interrupted run resumes from.
     :param overrides: settings of the recipe to change (``steps=4500``, ``prediction="v"``, ``seed=1``).
     :returns: "fashion-ddpm": a ``DDPMRun``; "fashion-autoencoder": an ``AutoencoderRun``;
@@ -764,6 +765,8 @@ def load_or_train(name: str, scale: str | None = None, *, device=None, progress:
     device = torch.device(device) if device is not None else get_device()
     path = pathlib.Path(checkpoint) if checkpoint is not None else cache_path(cfg)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=1)
+    if compile is None:
+        compile = cfg["scale"] == "full" and device.type == "cuda"
     return TRAINERS[name](cfg, path, device, progress, compile=compile, checkpoint_every=checkpoint_every)
 
 

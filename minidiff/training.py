@@ -233,7 +233,7 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
     :param next_batch: ``next_batch(step)`` returning the batch for that step (tensors, or a
         tuple/dict of tensors; they are moved to the model's device unless already there).
     :param optimizer: an optimizer, a dict of them (e.g. ``{"g": ..., "d": ...}`` for a GAN), or
-        a factory ``optimizer(model)`` returning either; default AdamW(lr, weight_decay).
+        a factory ``optimizer(model)`` returning either; default AdamW(lr, weight_decay), fused on CUDA.
     :param step_fn: ``step_fn(model, batch, optimizer) -> loss`` doing one whole update (zero
         the gradients, backward, step) and returning a detached scalar tensor or a dict of them;
         default ``loss_step(loss_fn, grad_clip=grad_clip, amp=amp)``. A custom step does its own
@@ -278,8 +278,8 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
         model.to(memory_format=torch.channels_last)
         if ema is not None:
             ema.model.to(memory_format=torch.channels_last)
-    if optimizer is None:
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if optimizer is None:               # on CUDA the fused kernel: one launch for all parameters
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, **({"fused": True} if cuda else {}))
     elif isinstance(optimizer, (torch.optim.Optimizer, dict)):
         opt = optimizer
     elif callable(optimizer):

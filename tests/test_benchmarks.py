@@ -110,3 +110,18 @@ def test_inverse_benchmark_reports_every_row():
     motion = out["video"]["motion_error"]
     assert motion["real clips"] < 0.1 < motion["frames from different clips"]      # the floor and the chance level
     assert {"space + time attention", "space attention only"} <= set(motion) and out["video"]["baseline"] in motion
+
+
+@pytest.mark.skipif(not (data.SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").exists(),
+                    reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
+def test_full_scale_benchmark_reports_times_fids_and_the_sweep():
+    out = last_json("benchmarks/full_scale.py", "--scale", "tiny", "--samples", "8", "--steps", "4",
+                    "--sweep", "16:2e-3,32:1e-3", "--sweep-steps", "3")
+    assert out["scale"] == "tiny" and out["recipe"]["steps"] == 4 and out["train_seconds"] > 0
+    assert [r["name"] for r in out["samplers"]] == ["ddpm 20", "dpm++2m 20", "ddim 50"]
+    for r in out["samplers"]:
+        assert r["fid"] > 0 and r["fid_over_floor"] == pytest.approx(r["fid"] / out["fid_floor"], rel=1e-2)
+    assert out["samplers"][0]["fid_over_ddpm"] == 1.0 and set(out["targets"]) == {
+        "ddpm_fid_within_2.5x_floor", "dpm++2m_20_within_1.15x_ddpm", "ddim_50_within_1.25x_ddpm"}
+    assert [(r["batch_size"], r["lr"]) for r in out["sweep"]] == [(16, 2e-3), (32, 1e-3)]
+    assert all(r["images_per_second"] > 0 and r["steps"] == 3 for r in out["sweep"])
