@@ -283,3 +283,14 @@ def test_the_stability_grid_and_the_runs_at_library_defaults():
                 recipes.config(name, "tiny", **o)                        # every override is a valid setting
     with pytest.raises(ValueError, match="name"):
         recipes.stability_grid("fashion-classifier")
+
+
+def test_training_is_compiled_by_default_at_full_scale_on_cuda_only(monkeypatch):
+    seen = []
+    monkeypatch.setitem(recipes.TRAINERS, "fashion-ddpm", lambda cfg, path, device, progress, compile, checkpoint_every:
+                        seen.append((cfg["scale"], device.type, compile)))
+    for scale, dev in [("full", "cuda"), ("full", "cpu"), ("small", "cuda"), ("tiny", "cpu")]:
+        recipes.load_or_train("fashion-ddpm", scale, device=torch.device(dev), progress=False)
+    recipes.load_or_train("fashion-ddpm", "full", device=torch.device("cuda"), progress=False, compile=False)
+    assert seen == [("full", "cuda", True), ("full", "cpu", False), ("small", "cuda", False), ("tiny", "cpu", False),
+                    ("full", "cuda", False)]
