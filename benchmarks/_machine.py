@@ -4,6 +4,7 @@ import os
 import platform
 
 import torch
+from minidiff import device
 from minidiff.device import SCALES
 
 
@@ -39,3 +40,12 @@ def scale_parser(doc: str, samples_help: str) -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None, help=samples_help)
     p.add_argument("--no-write", action="store_true", help="print the JSON, write no file (for tests)")
     return p
+
+
+def parse_scale_run(parser: argparse.ArgumentParser, argv, samples: tuple) -> tuple:
+    """Parse a ``scale_parser``'s options and return (args, scale, device, n): the scale asked for
+    (default ``$MINIDIFF_SCALE``), the device the run uses, and ``--samples`` or else the count
+    for that scale from ``samples`` = (tiny, small, full)."""
+    args = parser.parse_args(argv)
+    scale = device.get_scale(args.scale)
+    return args, scale, device.get_device(), args.samples or device.by_scale(*samples, scale=scale)

@@ -25,7 +25,7 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _machine import machine_info, scale_parser, write_result  # noqa: E402
+from _machine import machine_info, parse_scale_run, scale_parser, write_result  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -42,10 +42,7 @@ def mean_se(v: torch.Tensor) -> tuple[float, float]:
 
 def main(argv=None) -> int:
     p = scale_parser(__doc__, "test images per measurement (default: by scale, as lesson 11)")
-    args = p.parse_args(argv)
-    scale = device.get_scale(args.scale)
-    dev = device.get_device()
-    n = args.samples or device.by_scale(8, 128, 512, scale=scale)
+    args, scale, dev, n = parse_scale_run(p, argv, (8, 128, 512))
     steps = device.by_scale(10, 40, 100, scale=scale)
     jump, resample = device.by_scale((2, 2), (5, 3), (10, 10), scale=scale)
     edit_steps = device.by_scale(10, 50, 50, scale=scale)

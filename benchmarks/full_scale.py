@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _machine import machine_info, scale_parser, write_result  # noqa: E402
+from _machine import machine_info, parse_scale_run, scale_parser, write_result  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -51,10 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
     p.add_argument("--sweep", default=None, help="batch:lr pairs to try first, e.g. 256:4e-4,512:8e-4")
     p.add_argument("--sweep-steps", type=int, default=1000, help="steps of each sweep run (default: %(default)s)")
-    args = p.parse_args(argv)
-    scale = device.get_scale(args.scale)
-    dev = device.get_device()
-    n = args.samples or device.by_scale(16, 200, 2000, scale=scale)
+    args, scale, dev, n = parse_scale_run(p, argv, (16, 200, 2000))
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr))
                  if v is not None}
     result = {"scale": scale, "device": dev.type, "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}

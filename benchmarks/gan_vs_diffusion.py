@@ -29,7 +29,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _machine import machine_info, scale_parser, write_result  # noqa: E402
+from _machine import machine_info, parse_scale_run, scale_parser, write_result  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -43,10 +43,7 @@ GUIDANCE = (0.0, 1.0, 2.0, 3.0, 5.0)
 
 def main(argv=None) -> int:
     p = scale_parser(__doc__, "samples per FID (default: by scale, as lesson 10)")
-    args = p.parse_args(argv)
-    scale = device.get_scale(args.scale)
-    dev = device.get_device()
-    n = args.samples or device.by_scale(64, 200, 5000, scale=scale)
+    args, scale, dev, n = parse_scale_run(p, argv, (64, 200, 5000))
     batch = device.sampling_batch_size(dev)
     fast = ("sde-dpm++2m", device.by_scale(5, 10, 10, scale=scale))
     quiet = {"device": dev, "progress": False}

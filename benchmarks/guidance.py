@@ -23,7 +23,7 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _machine import machine_info, scale_parser, write_result  # noqa: E402
+from _machine import machine_info, parse_scale_run, scale_parser, write_result  # noqa: E402
 
 from minidiff import device, evaluation, recipes  # noqa: E402
 
@@ -33,10 +33,7 @@ SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5)
 def main(argv=None) -> int:
     p = scale_parser(__doc__, "prompts per set (default: by scale, as lesson 09)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps per sample (default: by scale, as lesson 09)")
-    args = p.parse_args(argv)
-    scale = device.get_scale(args.scale)
-    dev = device.get_device()
-    n = args.samples or device.by_scale(40, 150, 1000, scale=scale)
+    args, scale, dev, n = parse_scale_run(p, argv, (40, 150, 1000))
     steps = args.steps or device.by_scale(10, 25, 50, scale=scale)
     progress = not args.no_write
     clip_run = recipes.load_or_train("shapes-clip", scale, device=dev, progress=progress)

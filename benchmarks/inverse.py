@@ -30,7 +30,7 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _machine import machine_info, scale_parser, write_result  # noqa: E402
+from _machine import machine_info, parse_scale_run, scale_parser, write_result  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -94,10 +94,7 @@ def video_motion(scale, dev) -> dict:
 
 def main(argv=None) -> int:
     p = scale_parser(__doc__, "validation and test images each (default: by scale)")
-    args = p.parse_args(argv)
-    scale = device.get_scale(args.scale)
-    dev = device.get_device()
-    n = args.samples or device.by_scale(4, 32, 128, scale=scale)
+    args, scale, dev, n = parse_scale_run(p, argv, (4, 32, 128))
     steps = device.by_scale(10, 100, 250, scale=scale)
     run = recipes.load_or_train("fashion-ddpm", scale, device=dev, progress=False)
     model, s = run.ema.model, run.schedule

@@ -21,7 +21,7 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _machine import machine_info  # noqa: E402
+from _machine import machine_info, parse_scale_run  # noqa: E402
 
 from minidiff import device, evaluation, loss, recipes  # noqa: E402
 
@@ -36,10 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--prediction", choices=loss.PREDICTIONS, default=None,
                    help="what the model learns to predict (default: the recipe's)")
     p.add_argument("--training-steps", type=int, default=None, help="training steps (default: the recipe's)")
-    args = p.parse_args(argv)
-    scale = device.get_scale(args.scale)
-    dev = device.get_device()
-    n = args.samples or device.by_scale(64, 500, 5000, scale=scale)
+    args, scale, dev, n = parse_scale_run(p, argv, (64, 500, 5000))
     recipe = recipes.config("fashion-ddpm", scale)
     prediction = args.prediction or recipe["prediction"]
     overrides = {"steps": args.training_steps} if args.training_steps else {}

@@ -469,6 +469,11 @@ def shapes_zero_shot(clip_model, tokenizer, images: torch.Tensor, attributes: di
 
 
 
+def _rms_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The per-image root mean square difference of two batches, averaged over the images."""
+    return (a.cpu() - b.cpu()).pow(2).flatten(1).mean(1).sqrt().mean().item()
+
+
 def _seeded(device, seed):
     return torch.Generator(device).manual_seed(seed)
 
@@ -520,7 +525,7 @@ def sdedit_sweep(model, s, inputs: torch.Tensor, strengths, evaluator: dict, *, 
                         generator=_seeded(device, seed), prediction=prediction).cpu()
         probs = probabilities(evaluator["classifier"], images)
         row = {"strength": strength, "calls": steps - sdedit_start(steps, strength), "images": images,
-               "distance": (images - inputs.cpu()).pow(2).flatten(1).mean(1).sqrt().mean().item(),
+               "distance": _rms_distance(images, inputs),
                "confidence": probs.max(1).values.mean().item(), "fid": evaluate_samples(evaluator, images)["fid"]}
         if labels is not None:
             row["accuracy"] = (probs.argmax(1) == labels.cpu()).float().mean().item()
@@ -540,7 +545,7 @@ def inversion_errors(model, s, images: torch.Tensor, step_counts, *, prediction:
         back = sample(model, s, noise.shape, "ddim", steps, x_T=noise, prediction=prediction, amp=False,
                       progress=False).cpu()
         out[steps] = {"noise": noise.cpu(), "back": back, "noise_std": noise.std().item(),
-                      "rms": (back - images.cpu()).pow(2).flatten(1).mean(1).sqrt().mean().item()}
+                      "rms": _rms_distance(back, images)}
     return out
 
 

@@ -207,13 +207,8 @@ def reconstruct(model, s: NoiseSchedule, y: torch.Tensor, mask: torch.Tensor, sh
     check_tensor("y", y)
     if tuple(y.shape) != tuple(shape):
         raise ValueError(f"y must have the images' shape {tuple(shape)}, got {tuple(y.shape)}")
-    m = _check_mask(mask, y)
-    if method == "projection":
-        return projection(model, s, y, lambda x: forward_operator(x, m), lambda x, v: project_kspace(x, v, m), shape,
-                          steps=steps, sampler=sampler, eta=eta, generator=generator, prediction=prediction,
-                          progress=progress)
-    return dps(model, s, y, lambda x: forward_operator(x, m), shape, zeta=zeta, steps=steps, sampler=sampler, eta=eta,
-               generator=generator, prediction=prediction, progress=progress)
+    return solve(model, s, _kspace_problem(y, _check_mask(mask, y)), method, zeta=zeta, steps=steps, sampler=sampler,
+                 eta=eta, generator=generator, prediction=prediction, progress=progress)
 
 
 class Problem(NamedTuple):
@@ -229,6 +224,12 @@ class Problem(NamedTuple):
     baseline_name: str
 
 
+def _kspace_problem(y: torch.Tensor, mask: torch.Tensor) -> Problem:
+    """The MRI-like ``Problem`` of k-space measurements ``y`` on ``mask``."""
+    return Problem("mri", y, lambda v: forward_operator(v, mask), lambda v, m: project_kspace(v, m, mask),
+                   zero_filled(y, mask), BASELINES["mri"])
+
+
 def make_problem(task: str, x: torch.Tensor, *, acceleration: float = 4.0, factor: int = 2, sigma: float | None = None,
                  mask_generator: torch.Generator | None = None, generator: torch.Generator | None = None) -> Problem:
     """Measure images ``x`` for ``task``: "mri" (``cartesian_mask`` at ``acceleration``, its lines
@@ -240,9 +241,7 @@ def make_problem(task: str, x: torch.Tensor, *, acceleration: float = 4.0, facto
     sigma = check_float("sigma", TASKS[task] if sigma is None else sigma, low=0.0)
     if task == "mri":
         mask = cartesian_mask(x.shape[-1], acceleration, generator=mask_generator).to(x.device)
-        y = measure(x, mask, sigma, generator)
-        return Problem(task, y, lambda v: forward_operator(v, mask), lambda v, m: project_kspace(v, m, mask),
-                       zero_filled(y, mask), BASELINES[task])
+        return _kspace_problem(measure(x, mask, sigma, generator), mask)
     noisy = x + sigma * randn_like(x, generator) if sigma > 0 else x
     if task == "denoise":
         return Problem(task, noisy, lambda v: v, None, noisy, BASELINES[task])

@@ -30,7 +30,7 @@ from ._checks import check_choice, check_float, check_tensor, check_timesteps
 from .forward import PREDICTIONS, q_sample, randn_like, v_from_x0_eps
 from .schedules import NoiseSchedule, check_schedule
 
-__all__ = ["PREDICTIONS", "target", "snr_weight", "diffusion_loss"]
+__all__ = ["PREDICTIONS", "target", "snr_weight", "draw_timesteps", "diffusion_loss"]
 
 
 def target(s: NoiseSchedule, x0: torch.Tensor, t, noise: torch.Tensor, prediction: str = "eps") -> torch.Tensor:
@@ -60,6 +60,13 @@ def snr_weight(s: NoiseSchedule, t: torch.Tensor, prediction: str, gamma: float)
     return w
 
 
+def draw_timesteps(T: int, n: int, generator=None, device=None) -> torch.Tensor:
+    """t ~ Uniform{0..T-1}, n of them (DDPM Algorithm 1, line 3), drawn on ``generator``'s device
+    (else on ``device``) and moved to ``device``: no copy, no wait for a GPU."""
+    dev = generator.device if generator is not None else device
+    return torch.randint(0, T, (n,), generator=generator, device=dev).to(device)
+
+
 def diffusion_loss(model, s: NoiseSchedule, x0: torch.Tensor, t=None, noise=None, *,
                    prediction: str = "eps", min_snr_gamma: float | None = None,
                    generator=None, **cond) -> torch.Tensor:
@@ -79,8 +86,7 @@ def diffusion_loss(model, s: NoiseSchedule, x0: torch.Tensor, t=None, noise=None
         min_snr_gamma = check_float("min_snr_gamma", min_snr_gamma, low=0, low_open=True)
     n = x0.shape[0]
     if t is None:
-        dev = generator.device if generator is not None else x0.device
-        t = torch.randint(0, s.T, (n,), generator=generator, device=dev).to(x0.device)
+        t = draw_timesteps(s.T, n, generator, x0.device)
     else:
         check_timesteps(t, s.T, batch=n)
     if noise is None:

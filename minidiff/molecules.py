@@ -125,14 +125,18 @@ def centre(coords: torch.Tensor) -> torch.Tensor:
     return coords - coords.mean(dim=-2, keepdim=True)
 
 
-def to_features(coords: torch.Tensor, types: torch.Tensor, type_scale: float) -> torch.Tensor:
-    """The tensor diffusion runs on: (n, atoms, 3 + len(ATOM_TYPES)), coordinates then
-    ``type_scale`` times the one-hot type."""
-    type_scale = check_float("type_scale", type_scale, low=0, low_open=True)
+def _check_molecules(coords: torch.Tensor, types: torch.Tensor) -> None:
     check_tensor("coords", coords)
     if coords.dim() != 3 or coords.shape[-1] != 3 or tuple(types.shape) != tuple(coords.shape[:2]):
         raise ValueError(f"coords must be (n, atoms, 3) and types (n, atoms), got {tuple(coords.shape)} and "
                          f"{tuple(types.shape)}")
+
+
+def to_features(coords: torch.Tensor, types: torch.Tensor, type_scale: float) -> torch.Tensor:
+    """The tensor diffusion runs on: (n, atoms, 3 + len(ATOM_TYPES)), coordinates then
+    ``type_scale`` times the one-hot type."""
+    type_scale = check_float("type_scale", type_scale, low=0, low_open=True)
+    _check_molecules(coords, types)
     return torch.cat([coords, type_scale * F.one_hot(types, len(ATOM_TYPES)).to(coords.dtype)], dim=-1)
 
 
@@ -154,10 +158,7 @@ def molecule_checks(coords: torch.Tensor, types: torch.Tensor) -> dict:
     """Each test ``validity`` makes, per molecule (bool tensors (n,)): "ring" and "chain" (the bond
     graph's shape), "lengths", "angles" (every bond and angle of that kind within tolerance) and
     "types" (N only in rings, O only at chain ends)."""
-    check_tensor("coords", coords)
-    if coords.dim() != 3 or coords.shape[-1] != 3 or tuple(types.shape) != tuple(coords.shape[:2]):
-        raise ValueError(f"coords must be (n, atoms, 3) and types (n, atoms), got {tuple(coords.shape)} and "
-                         f"{tuple(types.shape)}")
+    _check_molecules(coords, types)
     coords = coords.double()
     n, a = coords.shape[:2]
     eye = torch.eye(a, dtype=torch.bool, device=coords.device)

@@ -275,11 +275,6 @@ def unet_kwargs(cfg: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["unet"].items()}
 
 
-def _draw_timesteps(T: int, n: int, g, device) -> torch.Tensor:
-    """n timesteps uniform in [0, T-1] drawn on g (where it lives), as ``loss.diffusion_loss`` draws them."""
-    return torch.randint(0, T, (n,), generator=g, device=g.device).to(device)
-
-
 def _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_channels, draw_batch, desc,
                 make_model=None, noise=None):
     """DDPM Algorithm 1 with ``training.train`` on whatever ``draw_batch(g, batch_size)`` returns
@@ -307,9 +302,9 @@ def _train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_chann
         x0, cond = batch if isinstance(batch, tuple) else (batch, {})
         if noise is not None:
             eps = noise(x0, g)
-            t = _draw_timesteps(s.T, len(x0), g, x0.device)
+            t = loss.draw_timesteps(s.T, len(x0), g, x0.device)
         else:
-            t = _draw_timesteps(s.T, len(x0), g, x0.device)
+            t = loss.draw_timesteps(s.T, len(x0), g, x0.device)
             eps = randn_like(x0, g)
         return x0, cond, t, eps
 
