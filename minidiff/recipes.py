@@ -531,7 +531,7 @@ def _train_shapes_clip(cfg, path, device, progress, compile=False, checkpoint_ev
     """CLIP on captioned shapes with ``clip.contrastive_loss`` (groups = caption ids when
     ``targets`` is "groups"); every step also logs the naive loss and its floor for the batch."""
     from .clip import CLIP, contrastive_loss
-    from .training import load_checkpoint, train
+    from .training import gather, load_checkpoint, train, unwrap
 
     check_choice("targets", cfg["targets"], ("groups", "naive"))
     torch.manual_seed(cfg["seed"])
@@ -540,11 +540,12 @@ def _train_shapes_clip(cfg, path, device, progress, compile=False, checkpoint_ev
     tok = shapes_tokenizer(cfg["context_length"])
     model = CLIP(len(tok), cfg["context_length"], cfg["embed_dim"], cfg["text"], cfg["image"]).to(device)
 
-    def loss_fn(m, batch):
+    def loss_fn(m, batch):      # over the global batch under torchrun too: every image against every caption
         images, tokens, labels = batch
-        img, txt = m(images, tokens)
-        naive = contrastive_loss(img, txt, m.logit_scale)
-        grouped = contrastive_loss(img, txt, m.logit_scale, groups=labels)
+        img, txt = map(gather, m(images, tokens))
+        labels, scale = gather(labels), unwrap(m).logit_scale
+        naive = contrastive_loss(img, txt, scale)
+        grouped = contrastive_loss(img, txt, scale, groups=labels)
         copies = (labels[:, None] == labels[None, :]).sum(1).double()       # contrastive_floor, on the device
         return {"loss": grouped if cfg["targets"] == "groups" else naive, "naive": naive, "grouped": grouped,
                 "floor": copies.log().mean()}
@@ -665,9 +666,10 @@ def _train_fashion_gan(cfg, path, device, progress, compile=False, checkpoint_ev
     images = _fashion_images(cfg, device)
     labels = _fashion_labels(cfg, device) if k else None
 
-    def optimizers(m):
-        return {"g": torch.optim.Adam(m.generator.parameters(), cfg["lr"], betas=(cfg["beta1"], 0.999)),
-                "d": torch.optim.Adam(m.discriminator.parameters(), cfg["lr"], betas=(cfg["beta1"], 0.999))}
+    def optimizers(m):          # fused on CUDA, as training.train's AdamW: one kernel for all parameters
+        return {part: torch.optim.Adam(getattr(m, net).parameters(), cfg["lr"], betas=(cfg["beta1"], 0.999),
+                                       fused=device.type == "cuda")
+                for part, net in (("g", "generator"), ("d", "discriminator"))}
 
     def draw(step):
         idx = torch.randint(0, len(images), (cfg["batch_size"],), generator=g, device=device)

@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 from ._checks import check_float, check_int
 from ._files import atomic_write
 
-__all__ = ["EMA", "train", "loss_step", "save_checkpoint", "load_checkpoint", "world", "init_distributed", "shard"]
+__all__ = ["EMA", "train", "loss_step", "save_checkpoint", "load_checkpoint", "world", "init_distributed", "shard",
+           "gather", "unwrap"]
 
 
 class EMA:
@@ -127,6 +128,50 @@ def shard(batch, rank: int, world_size: int):
     if isinstance(batch, dict):
         return {k: shard(v, rank, world_size) for k, v in batch.items()}
     return batch
+
+
+class _Gather(torch.autograd.Function):
+    """Forward: every rank's rows, concatenated in rank order. Backward: the gradients for the whole
+    concatenation are summed over the ranks, and each rank keeps its own rows' part."""
+
+    @staticmethod
+    def forward(ctx, x):
+        import torch.distributed as dist
+        rank, world_size = world()
+        parts = [torch.empty_like(x) for _ in range(world_size)]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = slice(rank * len(x), (rank + 1) * len(x))
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        import torch.distributed as dist
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rows]
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """The global batch's rows of ``x`` (this rank's ``x`` and every other's, in rank order, as
+    ``shard`` split them), with gradients flowing back to each rank's own rows; ``x`` itself in one
+    process. For a loss over the whole batch rather than a mean over its samples, such as CLIP's
+    contrastive loss (every image against every caption): each rank then computes the global batch's
+    loss, each rank's gradient for its rows sums the ranks' (W times the loss's), and DDP's average
+    over the W ranks leaves exactly the one-process gradient."""
+    return _Gather.apply(x) if world()[1] > 1 else x
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model itself inside ``torch.compile`` and DistributedDataParallel wrappers (what ``train``
+    passes a loss is wrapped so): for reaching its attributes, such as CLIP's ``logit_scale``."""
+    from torch.nn.parallel import DistributedDataParallel
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):      # torch.compile's wrapper
+            model = model._orig_mod
+        else:
+            return model
 
 
 def _to(batch, device, channels_last: bool):
@@ -270,6 +315,10 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
                         "(loss_fn may be None when step_fn is given)")
     if step_fn is not None and not callable(step_fn):
         raise TypeError(f"step_fn must be callable as step_fn(model, batch, optimizer), got {type(step_fn).__name__}")
+    if step_fn is not None and world()[1] > 1:
+        raise ValueError(f"step_fn: a custom step cannot train under torchrun (world size {world()[1]}): what it "
+                         "draws at random is not part of the global batch, and it may call the model's parts outside "
+                         "DistributedDataParallel; train it in one process (without torchrun)")
     device = next(model.parameters()).device
     cuda = device.type == "cuda"
     amp = cuda if amp is None else amp
