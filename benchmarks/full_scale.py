@@ -1,15 +1,16 @@
 """Full scale, measured: train lesson 06's Fashion-MNIST DDPM recipe, then sample and score it.
 
     python benchmarks/full_scale.py [--scale full] [--samples 2000] [--steps N] [--batch-size B] [--lr LR]
-                                    [--sweep 256:4e-4,512:8e-4 --sweep-steps 2000] [--no-write]
+                                    [--sweep 256:4e-4,512:8e-4 [--sweep-images N]] [--no-write]
 
 Trains (or takes from the model cache) the scale's "fashion-ddpm" recipe, compiled on CUDA (with
 ``--steps``, ``--batch-size``, ``--lr`` overriding the recipe), and reports: the time training took
 (as recorded when it ran) and its images/s; the time to sample and score; the FID of DDPM at 1000
 steps and of the fast samplers (DPM-Solver++(2M) at 20 steps, DDIM at 50), each against the
 real-vs-real floor at the same sample count; and the device (the GPU's name). ``--sweep`` first trains
-short runs at each batch:lr pair for ``--sweep-steps`` steps and records their images/s and last
-losses: the measurement a recipe's batch size and learning rate are chosen by.
+a run at each batch:lr pair on the same number of images (``--sweep-images``, default the recipe's;
+the EMA's horizon kept in images) and records its images/s, held-out loss and DPM-Solver++(2M)-20
+FID: the measurement a recipe's batch size and learning rate are chosen by.
 
 Writes benchmarks/results/full_scale_<gpu>.json and .md on a GPU (full_scale_cpu_<scale> on a CPU).
 The targets it is read against (issue 17): lesson 06 at full within 15 minutes on one H200 with
@@ -28,19 +29,37 @@ from _machine import machine_info, parse_scale_run, scale_parser, write_result  
 
 import torch  # noqa: E402
 
-from minidiff import device, evaluation, recipes  # noqa: E402
+from minidiff import data, device, evaluation, recipes  # noqa: E402
 
 
-def sweep(scale, dev, pairs, steps) -> list[dict]:
-    """Short runs of the recipe at each (batch_size, lr): images/s and the mean of the last tenth of the losses."""
+def sweep_config(base: dict, batch_size: int, lr: float, images: int) -> dict:
+    """The overrides of one sweep run: ``images`` training images at ``batch_size`` (so every run sees
+    as much data), and the EMA's horizon kept in images rather than steps: decay ** (b / b0) averages
+    over as many images as the recipe's decay does at its batch b0, and the warmup shrinks likewise."""
+    ratio = batch_size / base["batch_size"]
+    return {"batch_size": batch_size, "lr": lr, "steps": max(1, round(images / batch_size)),
+            "ema_decay": base["ema_decay"] ** ratio, "ema_warmup": round(base["ema_warmup"] / ratio)}
+
+
+def sweep(scale, dev, pairs, images, evaluator, held_out, n) -> list[dict]:
+    """Runs of the recipe at each (batch_size, lr) on the same number of training images: their
+    images/s, the held-out loss of their weights (evaluation.held_out_loss: the same test images, t
+    and eps for every run) and the FID of their EMA with DPM-Solver++(2M) at 20 steps."""
+    base = recipes.config("fashion-ddpm", scale)
     rows = []
     for bs, lr in pairs:
+        over = sweep_config(base, bs, lr, images)
         run = recipes.load_or_train("fashion-ddpm", scale, device=dev, progress=False, compile=dev.type == "cuda",
-                                    batch_size=bs, lr=lr, steps=steps)
-        tail = run.history[-max(1, steps // 10):]
-        rows.append({"batch_size": bs, "lr": lr, "steps": steps, "train_seconds": round(run.seconds, 2),
-                     "images_per_second": round(steps * bs / run.seconds, 1),
-                     "last_loss": round(sum(tail) / len(tail), 5)})
+                                    **over)
+        fid = evaluation.compare_samplers(run.ema.model, run.schedule, evaluator, [("dpm++2m", 20)], n,
+                                          batch_size=device.sampling_batch_size(dev), device=dev, progress=False,
+                                          prediction=run.config["prediction"])[0]["fid"]
+        rows.append({"batch_size": bs, "lr": lr, "steps": over["steps"], "images": over["steps"] * bs,
+                     "ema_decay": round(over["ema_decay"], 6), "train_seconds": round(run.seconds, 2),
+                     "images_per_second": round(over["steps"] * bs / run.seconds, 1),
+                     "held_out_loss": round(evaluation.held_out_loss(run.model, run.schedule, held_out,
+                                                                     prediction=run.config["prediction"]), 5),
+                     "dpm++2m_20_fid": round(fid, 3)})
     return rows
 
 
@@ -50,14 +69,20 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="global batch (default: the recipe's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
     p.add_argument("--sweep", default=None, help="batch:lr pairs to try first, e.g. 256:4e-4,512:8e-4")
-    p.add_argument("--sweep-steps", type=int, default=1000, help="steps of each sweep run (default: %(default)s)")
+    p.add_argument("--sweep-images", type=int, default=None,
+                   help="training images of each sweep run (default: the recipe's, steps x batch)")
     args, scale, dev, n = parse_scale_run(p, argv, (16, 200, 2000))
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr))
                  if v is not None}
     result = {"scale": scale, "device": dev.type, "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}
+    classifier = recipes.load_or_train("fashion-classifier", scale, device=dev, progress=False)
+    evaluator = evaluation.fashion_mnist_evaluator(classifier, n_real=n)
     if args.sweep:
         pairs = [(int(b), float(lr)) for b, lr in (item.split(":") for item in args.sweep.split(","))]
-        result["sweep"] = sweep(scale, dev, pairs, args.sweep_steps)
+        base = recipes.config("fashion-ddpm", scale)
+        images = args.sweep_images or base["steps"] * base["batch_size"]
+        held_out = data.fashion_mnist("test")[0][-device.by_scale(200, 2000, 2000, scale=scale):]
+        result["sweep"] = sweep(scale, dev, pairs, images, evaluator, held_out, n)
 
     start = time.perf_counter()
     run = recipes.load_or_train("fashion-ddpm", scale, device=dev, progress=False, compile=dev.type == "cuda",
@@ -69,8 +94,6 @@ def main(argv=None) -> int:
                    "train_images_per_second": round(cfg["steps"] * cfg["batch_size"] / run.seconds, 1)})
 
     start = time.perf_counter()
-    classifier = recipes.load_or_train("fashion-classifier", scale, device=dev, progress=False)
-    evaluator = evaluation.fashion_mnist_evaluator(classifier, n_real=n)
     ddpm_steps = min(device.by_scale(20, 1000, 1000, scale=scale), run.schedule.T)
     runs = [("ddpm", ddpm_steps), ("dpm++2m", 20), ("ddim", 50)]
     rows = evaluation.compare_samplers(run.ema.model, run.schedule, evaluator, runs, n,
@@ -97,9 +120,10 @@ def main(argv=None) -> int:
     md += [f"| {r['name']} | {r['fid']:.2f} | {r['fid_over_floor']:.2f} | {r['fid_over_ddpm']:.2f} | "
            f"{r['seconds_per_image']:.4f} |" for r in result["samplers"]]
     if "sweep" in result:
-        md += ["", "| batch | lr | steps | img/s | last loss |", "|---|---|---|---|---|"]
-        md += [f"| {r['batch_size']} | {r['lr']:g} | {r['steps']} | {r['images_per_second']:.0f} | {r['last_loss']:.4f} |"
-               for r in result["sweep"]]
+        md += ["", f"Sweep: each run on {result['sweep'][0]['images']:,} training images (EMA horizon kept in images)", "",
+               "| batch | lr | steps | EMA decay | img/s | held-out loss | DPM++(2M)-20 FID |", "|---|---|---|---|---|---|---|"]
+        md += [f"| {r['batch_size']} | {r['lr']:g} | {r['steps']} | {r['ema_decay']:g} | {r['images_per_second']:.0f} | "
+               f"{r['held_out_loss']:.4f} | {r['dpm++2m_20_fid']:.2f} |" for r in result["sweep"]]
     stem = "full_scale_" + (re.sub(r"[^a-z0-9]+", "_", result["gpu"].lower()).strip("_") if result["gpu"]
                             else f"cpu_{scale}")
     write_result(stem, result, md, write=not args.no_write)

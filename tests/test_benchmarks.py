@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from minidiff import data, editing
+from minidiff import data, editing, recipes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -116,7 +116,7 @@ def test_inverse_benchmark_reports_every_row():
                     reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
 def test_full_scale_benchmark_reports_times_fids_and_the_sweep():
     out = last_json("benchmarks/full_scale.py", "--scale", "tiny", "--samples", "8", "--steps", "4",
-                    "--sweep", "16:2e-3,32:1e-3", "--sweep-steps", "3")
+                    "--sweep", "16:2e-3,32:1e-3", "--sweep-images", "96")
     assert out["scale"] == "tiny" and out["recipe"]["steps"] == 4 and out["train_seconds"] > 0
     assert [r["name"] for r in out["samplers"]] == ["ddpm 20", "dpm++2m 20", "ddim 50"]
     for r in out["samplers"]:
@@ -124,4 +124,9 @@ def test_full_scale_benchmark_reports_times_fids_and_the_sweep():
     assert out["samplers"][0]["fid_over_ddpm"] == 1.0 and set(out["targets"]) == {
         "ddpm_fid_within_2.5x_floor", "dpm++2m_20_within_1.15x_ddpm", "ddim_50_within_1.25x_ddpm"}
     assert [(r["batch_size"], r["lr"]) for r in out["sweep"]] == [(16, 2e-3), (32, 1e-3)]
-    assert all(r["images_per_second"] > 0 and r["steps"] == 3 for r in out["sweep"])
+    tiny = recipes.config("fashion-ddpm", "tiny")       # batch 32: the second run keeps the recipe's EMA
+    assert [(r["steps"], r["images"]) for r in out["sweep"]] == [(6, 96), (3, 96)]
+    assert out["sweep"][1]["ema_decay"] == pytest.approx(tiny["ema_decay"])
+    assert out["sweep"][0]["ema_decay"] == pytest.approx(tiny["ema_decay"] ** 0.5, abs=1e-6)
+    assert all(r["images_per_second"] > 0 and r["held_out_loss"] > 0 and r["dpm++2m_20_fid"] > 0
+               for r in out["sweep"])

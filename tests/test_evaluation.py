@@ -153,3 +153,29 @@ def test_edit_scores_against_hand_computations(g):
     assert torch.allclose(evaluation.feature_distance(clf, x, x), torch.zeros(3))
     by_hand = (evaluation.features(clf, x.flip(0)) - evaluation.features(clf, x)).norm(dim=1).float()
     assert torch.allclose(evaluation.feature_distance(clf, x.flip(0), x), by_hand) and (by_hand[[0, 2]] > 0).all()
+
+
+def test_held_out_loss_scores_every_model_on_the_same_draws():
+    s = schedules.make("linear", T=50)
+    images = torch.randn(37, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+
+    class Affine(torch.nn.Module):      # a fixed function of x_t and t, to check the loss by hand
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(0.5))
+
+        def forward(self, x, t):
+            return self.w * x + t[:, None, None, None] / 50
+
+    g = torch.Generator().manual_seed(3)      # the draws it makes: t (DDPM Algorithm 1, line 3), then eps
+    t = torch.randint(0, s.T, (37,), generator=g)
+    eps = torch.randn(images.shape, generator=g)
+    ab = torch.cumprod(1 - s.betas.double(), 0).float()[t][:, None, None, None]   # alpha_bar, DDPM eq. 4
+    xt = ab.sqrt() * images + (1 - ab).sqrt() * eps                 # q(x_t | x_0), DDPM eq. 4
+    by_hand = (0.5 * xt + t[:, None, None, None] / 50 - eps).pow(2).mean().item()
+    model = Affine()
+    assert evaluation.held_out_loss(model, s, images, seed=3) == pytest.approx(by_hand, rel=1e-5)
+    assert evaluation.held_out_loss(model, s, images, seed=3, batch_size=5) == pytest.approx(by_hand, rel=1e-5)
+    assert evaluation.held_out_loss(model, s, images, seed=4) != pytest.approx(by_hand, rel=1e-3)
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluation.held_out_loss(model, s, images, batch_size=0)
