@@ -48,12 +48,16 @@ class DiagonalGaussian:
         self.logvar = logvar.clamp(*LOGVAR_RANGE)
         self.std = torch.exp(0.5 * self.logvar)
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
         """z = mean + std * eps with eps ~ N(0, I) (the reparameterisation, K&W eq. 10), drawn
-        on ``generator``'s device and moved to the mean's."""
-        dev = generator.device if generator is not None else self.mean.device
-        eps = torch.randn(self.mean.shape, generator=generator, device=dev, dtype=self.mean.dtype)
-        return self.mean + self.std * eps.to(self.mean.device)
+        on ``generator``'s device and moved to the mean's; or ``noise`` as eps when given (drawn
+        with a global batch, so that torchrun's ranks each take their rows of it)."""
+        if noise is None:
+            dev = generator.device if generator is not None else self.mean.device
+            noise = torch.randn(self.mean.shape, generator=generator, device=dev, dtype=self.mean.dtype)
+        elif noise.shape != self.mean.shape:
+            raise ValueError(f"noise must have the latents' shape {tuple(self.mean.shape)}, got {tuple(noise.shape)}")
+        return self.mean + self.std * noise.to(self.mean.device)
 
     def mode(self) -> torch.Tensor:
         """The most likely z: the mean."""
@@ -153,20 +157,21 @@ class AutoEncoder(nn.Module):
             raise ValueError(f"z must be (N, {self.latent_channels}, h, w), got {tuple(z.shape)}")
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        """``(reconstruction, posterior)``: decode a sample of q(z | x)."""
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None):
+        """``(reconstruction, posterior)``: decode a sample of q(z | x) (with ``noise`` as its eps if given)."""
         posterior = self.encode(x)
-        return self.decode(posterior.sample(generator)), posterior
+        return self.decode(posterior.sample(generator, noise)), posterior
 
 
 def vae_loss(ae: AutoEncoder, x: torch.Tensor, kl_weight: float = 1e-3,
-             generator: torch.Generator | None = None) -> dict:
+             generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> dict:
     """The autoencoder's training loss on a batch, both terms per pixel of the image:
     ``recon`` = mean |x - D(z)| over pixels (L1, as Rombach et al. use; it blurs less than L2),
     ``kl`` = q(z | x)'s KL to N(0, I) divided by the image's pixel count, and
-    ``loss = recon + kl_weight * kl``. Returns all three (the loss keeps its graph)."""
+    ``loss = recon + kl_weight * kl``. Returns all three (the loss keeps its graph). z's eps is
+    drawn on ``generator``, or is ``noise`` when given."""
     kl_weight = check_float("kl_weight", kl_weight, low=0)
-    recon_x, posterior = ae(x, generator)
+    recon_x, posterior = ae(x, generator, noise)
     recon = (recon_x - x).abs().mean()
     kl = posterior.kl().mean() / x[0].numel()
     return {"loss": recon + kl_weight * kl, "recon": recon, "kl": kl}

@@ -382,9 +382,14 @@ def _train_fashion_autoencoder(cfg, path, device, progress, compile=False, check
     images = _fashion_images(cfg, device)
     model = AutoEncoder(in_channels=1, **unet_kwargs({"unet": cfg["ae"]})).to(device)
 
+    latent = model.latent_shape(images.shape[1:])
+
+    def next_batch(step):       # the global batch's images and z's noise (drawn in the order the loss drew it)
+        x = _random_batch(images, g, cfg["batch_size"])
+        return x, torch.randn((len(x), *latent), generator=g, device=g.device, dtype=x.dtype).to(device)
+
     identity = {k: v for k, v in cfg.items() if k != "steps"}
-    history = train(model, lambda m, x: vae_loss(m, x, cfg["kl_weight"], generator=g),
-                    lambda k: _random_batch(images, g, cfg["batch_size"]),
+    history = train(model, lambda m, b: vae_loss(m, b[0], cfg["kl_weight"], noise=b[1]), next_batch,
                     cfg["steps"], lr=cfg["lr"], generator=g, checkpoint=path,
                     checkpoint_every=checkpoint_every, config=identity, progress=progress, compile=compile,
                     desc=f"autoencoder on Fashion-MNIST ({cfg['scale']})")

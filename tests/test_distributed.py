@@ -93,19 +93,22 @@ def test_a_global_batch_that_does_not_divide_is_refused(tmp_path):
     assert "global batch (15) must divide by the number of processes (2)" in done.stderr
 
 
-def test_clip_under_two_processes_scores_the_whole_global_batch(tmp_path, monkeypatch):
-    """The contrastive loss sets every image against every caption of the *global* batch (training.gather):
-    two processes train what one does, where a per-rank loss would see half the negatives."""
+@pytest.mark.parametrize("name", ["shapes-clip", "fashion-autoencoder"])
+def test_clip_and_the_autoencoder_under_two_processes_equal_one(tmp_path, monkeypatch, name):
+    """CLIP's contrastive loss sets every image against every caption of the *global* batch
+    (training.gather), and the autoencoder's z noise is drawn with the global batch: two processes
+    train what one does, where a per-rank loss would see half the negatives."""
     monkeypatch.setenv("MINIDIFF_CACHE", str(tmp_path / "cache"))
-    one = recipes.load_or_train("shapes-clip", "tiny", device="cpu", steps=3, batch_size=16, progress=False,
+    one = recipes.load_or_train(name, "tiny", device="cpu", steps=3, batch_size=16, progress=False,
                                 checkpoint=tmp_path / "one.pt")
-    done = torchrun(tmp_path, 3, tmp_path / "two.pt", 16, "shapes-clip")
+    done = torchrun(tmp_path, 3, tmp_path / "two.pt", 16, name)
     assert done.returncode == 0, done.stderr[-3000:]
     two, history = weights(tmp_path / "two.pt")
     assert [h["loss"] for h in history] == pytest.approx([h["loss"] for h in one.history], rel=1e-5)
-    # after 3 steps every weight has moved by 3 lr = 6e-3; the order of the sums leaves up to 1.5e-6
-    # (Adam divides small gradients by their own small scale); a loss over each rank's half alone: 1.2e-2
-    assert_same_weights(two, one, atol=1e-5)
+    # After 3 steps every weight has moved by 3 lr = 6e-3. The order of the sums leaves at most 4e-5 (Adam's
+    # first steps are about lr times the gradient's sign, so where a gradient is near 0 its rounding shows);
+    # CLIP's loss over each rank's half alone leaves 1.2e-2.
+    assert_same_weights(two, one, atol=1e-4)
 
 
 def test_gather_and_unwrap_in_one_process_and_a_custom_step_refused_under_torchrun(monkeypatch):
