@@ -19,6 +19,7 @@ of DDPM-1000's FID.
 """
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import sys
@@ -32,23 +33,16 @@ import torch  # noqa: E402
 from minidiff import data, device, evaluation, recipes  # noqa: E402
 
 
-def sweep_config(base: dict, batch_size: int, lr: float, images: int) -> dict:
-    """The overrides of one sweep run: ``images`` training images at ``batch_size`` (so every run sees
-    as much data), and the EMA's horizon kept in images rather than steps: decay ** (b / b0) averages
-    over as many images as the recipe's decay does at its batch b0, and the warmup shrinks likewise."""
-    ratio = batch_size / base["batch_size"]
-    return {"batch_size": batch_size, "lr": lr, "steps": max(1, round(images / batch_size)),
-            "ema_decay": base["ema_decay"] ** ratio, "ema_warmup": round(base["ema_warmup"] / ratio)}
-
-
 def sweep(scale, dev, pairs, images, evaluator, held_out, n) -> list[dict]:
     """Runs of the recipe at each (batch_size, lr) on the same number of training images: their
     images/s, the held-out loss of their weights (evaluation.held_out_loss: the same test images, t
     and eps for every run) and the FID of their EMA with DPM-Solver++(2M) at 20 steps."""
     base = recipes.config("fashion-ddpm", scale)
+    base["steps"] = round(images / base["batch_size"])
     rows = []
-    for bs, lr in pairs:
-        over = sweep_config(base, bs, lr, images)
+    for bs, lr in pairs:        # each on ``images`` images, the EMA's horizon kept in images
+        over = {k: v for k, v in recipes.at_batch(base, bs, lr=lr).items()
+                if k in ("batch_size", "lr", "steps", "ema_decay", "ema_warmup")}
         run = recipes.load_or_train("fashion-ddpm", scale, device=dev, progress=False, compile=dev.type == "cuda",
                                     **over)
         fid = evaluation.compare_samplers(run.ema.model, run.schedule, evaluator, [("dpm++2m", 20)], n,
@@ -60,6 +54,7 @@ def sweep(scale, dev, pairs, images, evaluator, held_out, n) -> list[dict]:
                      "held_out_loss": round(evaluation.held_out_loss(run.model, run.schedule, held_out,
                                                                      prediction=run.config["prediction"]), 5),
                      "dpm++2m_20_fid": round(fid, 3)})
+        print(json.dumps({"sweep_row": rows[-1]}), flush=True)     # as it comes: a cut-off run keeps what it measured
     return rows
 
 

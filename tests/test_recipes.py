@@ -294,3 +294,19 @@ def test_training_is_compiled_by_default_at_full_scale_on_cuda_only(monkeypatch)
     recipes.load_or_train("fashion-ddpm", "full", device=torch.device("cuda"), progress=False, compile=False)
     assert seen == [("full", "cuda", True), ("full", "cpu", False), ("small", "cuda", False), ("tiny", "cpu", False),
                     ("full", "cuda", False)]
+
+
+def test_at_batch_keeps_the_images_and_the_emas_horizon_in_images():
+    base = {"batch_size": 128, "lr": 2e-4, "steps": 40000, "ema_decay": 0.9999, "ema_warmup": 2000, "unet": {"x": [1]}}
+    moved = recipes.at_batch(base, 512)
+    assert moved["steps"] * 512 == base["steps"] * 128 and moved["ema_warmup"] == 500
+    assert moved["lr"] == pytest.approx(4e-4)                     # square-root scaling: 4x the batch, 2x the lr
+    # the EMA averages over about 1 / (1 - decay) steps: as many images at either batch (to first order)
+    assert 512 / (1 - moved["ema_decay"]) == pytest.approx(128 / (1 - base["ema_decay"]), rel=2e-3)
+    # k steps at decay**4 weigh the past as 4k steps at decay do: exactly
+    assert moved["ema_decay"] ** 10 == pytest.approx(base["ema_decay"] ** 40, rel=1e-12)
+    assert recipes.at_batch(base, 512, lr=1e-3)["lr"] == 1e-3 and recipes.at_batch(base, 128) == base
+    moved["unet"]["x"].append(2)
+    assert base["unet"]["x"] == [1]                               # a copy, not the recipe itself
+    with pytest.raises(ValueError, match="batch_size"):
+        recipes.at_batch(base, 0)
