@@ -28,27 +28,11 @@ from ._files import atomic_write
 from .device import get_device, get_scale
 from .samplers import SAMPLERS
 
-__all__ = ["RECIPES", "at_batch", "config", "cache_path", "load_or_train", "DDPMRun", "unet_kwargs", "model_from_checkpoint",
-           "Samples", "load_or_sample", "AutoencoderRun", "LatentDDPMRun", "latent_space_from_checkpoint",
+__all__ = ["RECIPES", "at_batch", "config", "cache_path", "load_or_train", "DDPMRun", "unet_kwargs",
+           "model_from_checkpoint", "Samples", "load_or_sample", "AutoencoderRun", "LatentDDPMRun",
+           "latent_space_from_checkpoint",
            "ConditionalDDPMRun", "CLIPRun", "HELD_OUT", "shapes_tokenizer", "shapes_train_set", "GANRun",
            "STABILITY", "LIBRARY_DEFAULTS", "stability_grid", "default_runs"]
-
-def at_batch(settings: dict, batch_size: int, lr: float | None = None, lr_power: float = 0.5) -> dict:
-    """``settings`` (a recipe's, at one scale) moved to another global batch on the same training
-    images: steps x b0 / b; the EMA's horizon kept in images (decay ** (b / b0), the warm-up x b0 / b);
-    the learning rate x (b / b0) ** lr_power (square-root scaling, as for Adam), or ``lr`` when given.
-    ``benchmarks/full_scale.py --sweep`` trains such moves to compare them (measured so far on a CPU
-    at small: 4x the batch on the same images lost, whatever the learning rate; see the README)."""
-    batch_size = check_int("batch_size", batch_size, low=1)
-    ratio = batch_size / settings["batch_size"]
-    out = {**copy.deepcopy(settings), "batch_size": batch_size,
-           "lr": lr if lr is not None else settings["lr"] * ratio ** lr_power,
-           "steps": max(1, round(settings["steps"] / ratio))}
-    if "ema_decay" in settings:
-        out["ema_decay"] = settings["ema_decay"] ** ratio
-        out["ema_warmup"] = round(settings["ema_warmup"] / ratio)
-    return out
-
 
 RECIPES = {
     # The Fashion-MNIST DDPM of lessons 06-07 (and the CLI): a U-Net predicting eps on DDPM's
@@ -217,6 +201,24 @@ HELD_OUT = [tuple(p) for p in FIXED["shapes-clip"]["hold_out"]]
 # and the cache files, of the default runs stay what they were): the image size of the latent
 # pipeline (Fashion-MNIST upsampled; lesson 08 trains a 56x56 latent model at full scale).
 OPTIONAL = {"fashion-autoencoder": {"image_size": 28}, "fashion-latent-ddpm": {"image_size": 28}}
+
+
+def at_batch(settings: dict, batch_size: int, lr: float | None = None, lr_power: float = 0.5) -> dict:
+    """``settings`` (a recipe's, at one scale) moved to another global batch on the same training
+    images: steps x b0 / b; the EMA's horizon kept in images (decay ** (b / b0), the warm-up x b0 / b);
+    the learning rate x (b / b0) ** lr_power (the square-root rule for Adam, Malladi et al. 2022), or
+    ``lr`` when given.
+    ``benchmarks/full_scale.py --sweep`` trains such moves to compare them (measured so far on a CPU
+    at small: 4x the batch on the same images lost, whatever the learning rate; see the README)."""
+    batch_size = check_int("batch_size", batch_size, low=1)
+    ratio = batch_size / settings["batch_size"]
+    out = {**copy.deepcopy(settings), "batch_size": batch_size,
+           "lr": lr if lr is not None else settings["lr"] * ratio ** lr_power,
+           "steps": max(1, round(settings["steps"] / ratio))}
+    if "ema_decay" in settings:
+        out["ema_decay"] = settings["ema_decay"] ** ratio
+        out["ema_warmup"] = round(settings["ema_warmup"] / ratio)
+    return out
 
 
 def config(name: str, scale: str | None = None, **overrides) -> dict:
