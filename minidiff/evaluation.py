@@ -21,6 +21,7 @@ from .forward import randn_like
 from .loss import diffusion_loss, draw_timesteps
 from .metrics import class_coverage, frechet_distance, precision_recall
 from .samplers import sample
+from .training import shard
 
 __all__ = ["FashionClassifier", "train_classifier", "accuracy", "probabilities", "features", "image_evaluator",
            "fashion_mnist_evaluator", "evaluate_samples", "draw_samples", "compare_samplers", "sampler_name",
@@ -28,7 +29,8 @@ __all__ = ["FashionClassifier", "train_classifier", "accuracy", "probabilities",
            "conditional_context", "draw_guided", "guidance_sweep", "shapes_zero_shot", "ZERO_SHOT_TEMPLATES",
            "settings_tuned", "masked_error", "feature_distance", "low_frequency_distance", "inpainting_comparison",
            "sdedit_sweep", "inversion_errors", "style_sweep", "class_balanced", "synthetic_data_comparison",
-           "reconstruction_scores", "choose_zeta", "score_molecules", "score_clips", "held_out_loss"]
+           "reconstruction_scores", "choose_zeta", "score_molecules", "score_clips", "held_out_loss",
+           "gradient_noise_scale"]
 
 
 class FashionClassifier(nn.Module):
@@ -234,6 +236,49 @@ def held_out_loss(model, s, images: torch.Tensor, *, prediction: str = "eps", se
         mean = diffusion_loss(model, s, images[part].to(dev), t[part].to(dev), eps[part].to(dev), prediction=prediction)
         total += float(mean) * len(images[part])
     return total / len(images)
+
+
+def gradient_noise_scale(model: nn.Module, loss_fn, batches, small: int) -> dict:
+    """The simple noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8), with G the
+    mean of the per-example gradients and Sigma their covariance: the batch size at which a batch
+    gradient's noise, tr(Sigma) / B, equals its signal |G|^2. Well below it, a B times larger batch
+    does about the work of B steps; well above it, the extra images mostly average away noise a step
+    no longer has, so on the same images the larger batch falls behind.
+
+    Estimated without per-example gradients (their Appendix A.1): a batch of B gives
+    E|G_B|^2 = |G|^2 + tr(Sigma) / B, so the squared norms of the gradients of each big batch and of its
+    chunks of ``small`` rows, each averaged over ``batches``, give both unknowns.
+
+    :param loss_fn: ``loss_fn(model, batch)`` returning the batch's *mean* loss.
+    :param batches: big batches (tensors, or tuples/dicts of them split along dim 0 as ``training.shard``
+        splits), all of one size, a multiple of ``small`` and at least twice it. The model is used in
+        the mode it is in (train mode adds dropout's noise to Sigma).
+    :returns: ``b_simple``, ``trace_sigma`` and ``grad_norm_sq`` (the estimates of tr(Sigma) and |G|^2).
+    """
+    small = check_int("small", small, low=1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    big_sq, small_sq, size = [], [], None
+    for batch in batches:
+        n = len(batch if isinstance(batch, torch.Tensor) else next(iter(
+            batch.values() if isinstance(batch, dict) else batch)))
+        if n % small or n < 2 * small or (size is not None and n != size):
+            raise ValueError(f"batches must all hold one multiple of small ({small}) rows, at least {2 * small}; "
+                             f"got {n}" + (f" after {size}" if size is not None and n != size else ""))
+        size, k, total, chunks = n, n // small, 0.0, 0.0
+        for i in range(k):
+            grads = torch.autograd.grad(loss_fn(model, shard(batch, i, k)), params, allow_unused=True)
+            flat = torch.cat([g.reshape(-1).double() for g in grads if g is not None])
+            chunks += float(flat.pow(2).sum())
+            total = total + flat
+        big_sq.append(float((total / k).pow(2).sum()))
+        small_sq.append(chunks / k)
+    if not big_sq:
+        raise ValueError("batches must hold at least one batch")
+    b, B = small, size
+    g_big, g_small = sum(big_sq) / len(big_sq), sum(small_sq) / len(small_sq)
+    grad_norm_sq = (B * g_big - b * g_small) / (B - b)
+    trace_sigma = (g_small - g_big) / (1 / b - 1 / B)
+    return {"b_simple": trace_sigma / grad_norm_sq, "trace_sigma": trace_sigma, "grad_norm_sq": grad_norm_sq}
 
 
 def sampler_name(sampler: str, steps: int, eta: float = 0.0) -> str:

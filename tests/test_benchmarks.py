@@ -130,3 +130,15 @@ def test_full_scale_benchmark_reports_times_fids_and_the_sweep():
     assert out["sweep"][0]["ema_decay"] == pytest.approx(tiny["ema_decay"] ** 0.5, abs=1e-6)
     assert all(r["images_per_second"] > 0 and r["held_out_loss"] > 0 and r["dpm++2m_20_fid"] > 0
                for r in out["sweep"])
+
+
+@pytest.mark.skipif(not (data.SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").exists(),
+                    reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
+def test_noise_scale_benchmark_measures_both_weights():
+    out = last_json("benchmarks/noise_scale.py", "--scale", "tiny")
+    assert [r["weights"] for r in out["rows"]] == ["initial", "trained (150 steps at batch 32)"]
+    for r in out["rows"]:           # the three numbers hang together: B_simple = tr(Sigma) / |G|^2
+        assert r["b_simple"] == pytest.approx(r["trace_sigma"] / r["grad_norm_sq"], rel=1e-3)
+    # a trained model's gradient signal is far smaller than at initialisation, its noise scale larger
+    assert out["rows"][1]["grad_norm_sq"] < out["rows"][0]["grad_norm_sq"]
+    assert out["rows"][1]["b_simple"] > out["rows"][0]["b_simple"]

@@ -179,3 +179,31 @@ def test_held_out_loss_scores_every_model_on_the_same_draws():
     assert evaluation.held_out_loss(model, s, images, seed=4) != pytest.approx(by_hand, rel=1e-3)
     with pytest.raises(ValueError, match="batch_size"):
         evaluation.held_out_loss(model, s, images, batch_size=0)
+
+
+def test_gradient_noise_scale_matches_least_squares_in_closed_form():
+    """y = w* . x + n with x ~ N(0, I_d), n ~ N(0, s^2), loss (w . x - y)^2 at w = w* + delta: the
+    per-example gradient is 2 (delta . x - n) x, so |G|^2 = 4 |delta|^2 and
+    tr(Sigma) = 4 (|delta|^2 (d + 1) + s^2 d) (Gaussian fourth moments): B_simple = d + 1 + s^2 d / |delta|^2."""
+    d, s2 = 4, 1.0
+    g = torch.Generator().manual_seed(0)
+    w_star = torch.randn(d, generator=g, dtype=torch.float64)
+    delta = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    model = torch.nn.Linear(d, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_((w_star + delta)[None])
+    batches = []
+    for _ in range(300):
+        x = torch.randn(64, d, generator=g, dtype=torch.float64)
+        batches.append((x, x @ w_star + s2 ** 0.5 * torch.randn(64, generator=g, dtype=torch.float64)))
+
+    def loss_fn(m, batch):
+        x, y = batch
+        return (m(x)[:, 0] - y).pow(2).mean()
+
+    out = evaluation.gradient_noise_scale(model, loss_fn, batches, small=8)
+    assert out["grad_norm_sq"] == pytest.approx(4 * delta.pow(2).sum().item(), rel=0.1)
+    assert out["trace_sigma"] == pytest.approx(4 * ((d + 1) + s2 * d), rel=0.1)
+    assert out["b_simple"] == pytest.approx(d + 1 + s2 * d, rel=0.15)
+    with pytest.raises(ValueError, match="multiple of small"):
+        evaluation.gradient_noise_scale(model, loss_fn, batches[:1], small=48)
