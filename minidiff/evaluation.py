@@ -267,7 +267,8 @@ def gradient_noise_scale(model: nn.Module, loss_fn, batches, small: int) -> dict
         size, k, total, chunks = n, n // small, 0.0, 0.0
         for i in range(k):
             grads = torch.autograd.grad(loss_fn(model, shard(batch, i, k)), params, allow_unused=True)
-            flat = torch.cat([g.reshape(-1).double() for g in grads if g is not None])
+            flat = torch.cat([(g if g is not None else torch.zeros_like(q)).reshape(-1).double()
+                              for g, q in zip(grads, params)])
             chunks += float(flat.pow(2).sum())
             total = total + flat
         big_sq.append(float((total / k).pow(2).sum()))
