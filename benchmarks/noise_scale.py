@@ -21,7 +21,6 @@ import torch  # noqa: E402
 
 from minidiff import data, device, evaluation, loss, recipes, schedules  # noqa: E402
 from minidiff.forward import randn_like  # noqa: E402
-from minidiff.unet import UNet  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -45,10 +44,9 @@ def main(argv=None) -> int:
         x0, t, eps = batch
         return loss.diffusion_loss(m, s, x0, t, eps, prediction=cfg["prediction"])
 
-    torch.manual_seed(cfg["seed"])                  # the recipe's initial weights (recipes._train_ddpm)
-    weights = [("initial", UNet(in_channels=1, **recipes.unet_kwargs(cfg)).to(dev))]
+    initial = recipes.load_or_train("fashion-ddpm", scale, device=dev, steps=0, progress=False)   # the recipe's init
     run = recipes.load_or_train("fashion-ddpm", scale, device=dev)      # from the cache, or trained now
-    weights.append((f"trained ({cfg['steps']} steps at batch {cfg['batch_size']})", run.model))
+    weights = [("initial", initial.model), (f"trained ({cfg['steps']} steps at batch {cfg['batch_size']})", run.model)]
     rows = []
     for name, model in weights:
         model.train()

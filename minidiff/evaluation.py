@@ -259,8 +259,9 @@ def gradient_noise_scale(model: nn.Module, loss_fn, batches, small: int) -> dict
     params = [p for p in model.parameters() if p.requires_grad]
     big_sq, small_sq, size = [], [], None
     for batch in batches:
-        n = len(batch if isinstance(batch, torch.Tensor) else next(iter(
-            batch.values() if isinstance(batch, dict) else batch)))
+        first = batch if isinstance(batch, torch.Tensor) else next(iter(
+            batch.values() if isinstance(batch, dict) else batch))
+        n = len(first)
         if n % small or n < 2 * small or (size is not None and n != size):
             raise ValueError(f"batches must all hold one multiple of small ({small}) rows, at least {2 * small}; "
                              f"got {n}" + (f" after {size}" if size is not None and n != size else ""))

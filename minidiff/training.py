@@ -315,8 +315,9 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
                         "(loss_fn may be None when step_fn is given)")
     if step_fn is not None and not callable(step_fn):
         raise TypeError(f"step_fn must be callable as step_fn(model, batch, optimizer), got {type(step_fn).__name__}")
-    if step_fn is not None and world()[1] > 1:
-        raise ValueError(f"step_fn: a custom step cannot train under torchrun (world size {world()[1]}): what it "
+    rank, world_size = world()
+    if step_fn is not None and world_size > 1:
+        raise ValueError(f"step_fn: a custom step cannot train under torchrun (world size {world_size}): what it "
                          "draws at random is not part of the global batch, and it may call the model's parts outside "
                          "DistributedDataParallel; train it in one process (without torchrun)")
     device = next(model.parameters()).device
@@ -358,7 +359,6 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
         if generator is not None and state["rng"].get("generator") is not None:
             generator.set_state(state["rng"]["generator"].cpu())
-    rank, world_size = world()
     log = _LossLog(history, f"try a lower lr (now {lr}), keep gradient clipping on (grad_clip={grad_clip}), "
                             "turn off amp, or check the data for NaN/inf", world_size)
 
