@@ -30,6 +30,7 @@ from _machine import machine_info, parse_scale_run, scale_parser, write_result  
 import torch  # noqa: E402
 
 from minidiff import data, device, editing, evaluation, recipes  # noqa: E402
+from minidiff.experiments import editing_images  # noqa: E402
 
 STRENGTHS = (0.2, 0.4, 0.6, 0.8)
 GUIDE = (1.0, 3.0, 5.0)
@@ -54,8 +55,8 @@ def main(argv=None) -> int:
     truth, labels = x_test[-n:], y_test[-n:]
 
     masks = {name: editing.make_mask(name, 28, n, generator=torch.Generator().manual_seed(1)) for name in editing.MASKS}
-    compared = evaluation.inpainting_comparison(model, s, truth, masks, evaluator, steps=steps, jump_length=jump,
-                                                resample=resample, device=dev)
+    compared = editing_images.inpainting_comparison(model, s, truth, masks, evaluator, steps=steps, jump_length=jump,
+                                                    resample=resample, device=dev)
     inpainting = []
     for name, r in compared.items():
         diff = mean_se(r["plain"]["mse"] - r["RePaint"]["mse"])
@@ -68,20 +69,20 @@ def main(argv=None) -> int:
     sketch = editing.rough_sketch(truth)
     sdedit = [{"strength": r["strength"], "calls": r["calls"], "faithfulness": round(r["distance"], 5),
                "realism": round(r["confidence"], 5), "class_kept": round(r["accuracy"], 4), "fid": round(r["fid"], 3)}
-              for r in evaluation.sdedit_sweep(model, s, sketch, STRENGTHS, evaluator, steps=edit_steps, labels=labels,
-                                               device=dev)]
+              for r in editing_images.sdedit_sweep(model, s, sketch, STRENGTHS, evaluator, steps=edit_steps, labels=labels,
+                                                   device=dev)]
 
     n_inv = device.by_scale(4, 32, 64, scale=scale)
-    inverted = evaluation.inversion_errors(model, s, truth[:n_inv], device.by_scale([5, 10], [10, 25, 50, 100],
-                                                                                    [10, 25, 50, 100, 250], scale=scale))
+    inverted = editing_images.inversion_errors(model, s, truth[:n_inv], device.by_scale([5, 10], [10, 25, 50, 100],
+                                                                                        [10, 25, 50, 100, 250], scale=scale))
     inversion = [{"steps": k, "rms": round(v["rms"], 5), "samples": n_inv} for k, v in inverted.items()]
 
     crun = recipes.load_or_train("fashion-cond-ddpm", scale, **quiet)
     src = x_test[y_test == SOURCE][:device.by_scale(8, 64, 256, scale=scale)]
     style = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items() if k != "images"}
-             for r in evaluation.style_sweep(crun, src, SOURCE, TARGET, GUIDE, evaluator, strength=STYLE_STRENGTH,
-                                             steps=edit_steps, reference=x_test[y_test == TARGET][:len(src)],
-                                             batch_size=device.sampling_batch_size(dev), device=dev)]
+             for r in editing_images.style_sweep(crun, src, SOURCE, TARGET, GUIDE, evaluator, strength=STYLE_STRENGTH,
+                                                 steps=edit_steps, reference=x_test[y_test == TARGET][:len(src)],
+                                                 batch_size=device.sampling_batch_size(dev), device=dev)]
     scratch = {r["scale"]: r["structure"] for r in style if r["method"] == "from scratch"}
     for r in style:
         r["meets_target"] = r["method"] != "from scratch" and r["accuracy"] >= 0.8 and r["structure"] < scratch[r["scale"]]

@@ -3,16 +3,16 @@
     python benchmarks/gan_vs_diffusion.py [--scale small] [--samples N] [--no-write]
 
 Trains (or takes from the model cache) the scale's DCGAN, conditional DCGAN, DDPM, class-conditional
-DDPM, feature classifier and the stability grid (``recipes.stability_grid``: 3 learning rates x 3
+DDPM, feature classifier and the stability grid (``gans_vs_diffusion.stability_grid``: 3 learning rates x 3
 seeds per model, and the 3 seeds with each tuned optimiser setting back at its library default:
-``recipes.default_runs``), and writes
+``gans_vs_diffusion.default_runs``), and writes
 benchmarks/results/gan_vs_diffusion.json and .md:
 
 * ``rows``: one per criterion (``criterion``, ``seed_gan``, ``seed_diffusion``, ``measured_gan``,
   ``measured_diffusion``, ``unit``, ``holds``: whether the measurement orders the models as the
   table does);
 * ``runs``: the stability grid (model, setting, lr, seed, steps, FID, collapsed, diverged), the
-  settings each recipe needed to tune (``evaluation.settings_tuned``), the final models' scores and
+  settings each recipe needed to tune (``gans_vs_diffusion.settings_tuned``), the final models' scores and
   training times, the guidance sweep of the conditional DDPM, speeds and lines of code;
 * the machine.
 
@@ -34,6 +34,7 @@ from _machine import machine_info, parse_scale_run, scale_parser, write_result  
 import torch  # noqa: E402
 
 from minidiff import data, device, evaluation, gan, loss, recipes, samplers, training, unet  # noqa: E402
+from minidiff.experiments import gans_vs_diffusion  # noqa: E402
 
 TABLE = {"training stability": ("Medium", "High"), "image quality": ("High", "Very High"),
          "diversity": ("Medium", "High"), "prompt control": ("Limited", "Excellent"),
@@ -59,8 +60,8 @@ def main(argv=None) -> int:
 
     grid = []
     for name in ("fashion-gan", "fashion-ddpm"):
-        plans = [("recipe", o) for o in recipes.stability_grid(name, scale)]
-        plans += [(f"default {k}", o) for k, runs in recipes.default_runs(name, scale).items() for o in runs]
+        plans = [("recipe", o) for o in gans_vs_diffusion.stability_grid(name, scale)]
+        plans += [(f"default {k}", o) for k, runs in gans_vs_diffusion.default_runs(name, scale).items() for o in runs]
         for setting, o in plans:
             row = {"model": name, "setting": setting, **{k: o[k] for k in ("lr", "seed", "steps")},
                    "beta1": o.get("beta1"), "diverged": False}
@@ -80,8 +81,8 @@ def main(argv=None) -> int:
     seed_fids = {m: [r["fid"] for r in rows if r["lr"] == recipes.config(m, scale)["lr"] and not r["failed"]]
                  for m, rows in recipe_rows.items()}
     noise = max([statistics.pstdev(f) / statistics.mean(f) for f in seed_fids.values() if len(f) > 1] + [0.0])
-    tuned = {m: evaluation.settings_tuned(recipes.config(m, scale), recipes.LIBRARY_DEFAULTS,
-                                          [r for r in grid if r["model"] == m], noise=noise) for m in models}
+    tuned = {m: gans_vs_diffusion.settings_tuned(recipes.config(m, scale), gans_vs_diffusion.LIBRARY_DEFAULTS,
+                                                 [r for r in grid if r["model"] == m], noise=noise) for m in models}
     for t in tuned.values():
         t["moved"] = {k: list(v) for k, v in t["moved"].items()}
 

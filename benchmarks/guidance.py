@@ -11,7 +11,7 @@ guidance.md:
   against real pictures of the same prompts (the judge's features), ``condition_accuracy`` (the
   share of samples the judge reads with every asked-for attribute) and ``accuracy`` per attribute,
   ``samples``; set "seen" uses (colour, shape) pairs of the training set, "held-out" only pairs
-  no model saw in training (``recipes.HELD_OUT``); every scale starts from the same noise;
+  no model saw in training (``text_conditioning.HELD_OUT``); every scale starts from the same noise;
 * ``clip_zero_shot``: per prompt template, per set, the zero-shot accuracy per attribute;
 * the DDIM steps, the training seconds, and the machine.
 
@@ -25,7 +25,8 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _machine import machine_info, parse_scale_run, scale_parser, write_result  # noqa: E402
 
-from minidiff import device, evaluation, recipes  # noqa: E402
+from minidiff import device, recipes  # noqa: E402
+from minidiff.experiments import text_conditioning  # noqa: E402
 
 SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5)
 
@@ -40,15 +41,15 @@ def main(argv=None) -> int:
     run = recipes.load_or_train("shapes-text-ddpm", scale, device=dev, progress=progress)
     judge = recipes.load_or_train("shapes-classifier", scale, device=dev, progress=progress)
     size = run.config["size"]
-    sets = {"seen": evaluation.shapes_eval_set(size, n, False, recipes.HELD_OUT, seed=0),
-            "held-out": evaluation.shapes_eval_set(size, n, True, recipes.HELD_OUT, seed=1)}
+    sets = {"seen": text_conditioning.shapes_eval_set(size, n, False, text_conditioning.HELD_OUT, seed=0),
+            "held-out": text_conditioning.shapes_eval_set(size, n, True, text_conditioning.HELD_OUT, seed=1)}
 
-    zero_shot = {t: {name: {k: round(v, 4) for k, v in evaluation.shapes_zero_shot(
+    zero_shot = {t: {name: {k: round(v, 4) for k, v in text_conditioning.shapes_zero_shot(
         clip_run.model, clip_run.tokenizer, ev["images"], ev["attributes"], t).items()} for name, ev in sets.items()}
-        for t in evaluation.ZERO_SHOT_TEMPLATES}
+        for t in text_conditioning.ZERO_SHOT_TEMPLATES}
     rows = []
-    for r in evaluation.guidance_sweep(run, judge, SCALES, sets, steps=steps, batch_size=device.sampling_batch_size(dev),
-                                       device=dev, progress=False):
+    for r in text_conditioning.guidance_sweep(run, judge, SCALES, sets, steps=steps, batch_size=device.sampling_batch_size(dev),
+                                              device=dev, progress=False):
         rows.append({"scale": r["scale"], "set": r["set"], "fid": round(r["fid"], 3), "precision": round(r["precision"], 4),
                      "recall": round(r["recall"], 4), "condition_accuracy": round(r["accuracy"]["all"], 4),
                      "accuracy": {k: round(v, 4) for k, v in r["accuracy"].items() if k != "all"},
@@ -56,11 +57,11 @@ def main(argv=None) -> int:
         if progress:
             print(rows[-1])
     result = {"scale": scale, "device": dev.type, "sampler": "ddim", "steps": steps, "rows": rows,
-              "clip_zero_shot": zero_shot, "hold_out": [list(p) for p in recipes.HELD_OUT],
+              "clip_zero_shot": zero_shot, "hold_out": [list(p) for p in text_conditioning.HELD_OUT],
               "train_seconds": {"clip": round(clip_run.seconds, 1), "text_ddpm": round(run.seconds, 1)},
               "machine": machine_info()}
     lines = [f"Classifier-free guidance on captioned shapes ({scale}, {dev.type}, {n} prompts per set, "
-             f"DDIM {steps} steps; held-out pairs: {', '.join(' '.join(p) for p in recipes.HELD_OUT)})", "",
+             f"DDIM {steps} steps; held-out pairs: {', '.join(' '.join(p) for p in text_conditioning.HELD_OUT)})", "",
              "| s | pairs | FID | precision | recall | colour | shape | size | position | all four |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['scale']:g} | {r['set']} | {r['fid']:.1f} | {r['precision']:.2f} | {r['recall']:.2f} | "

@@ -35,6 +35,7 @@ from _machine import machine_info, parse_scale_run, scale_parser, write_result  
 import torch  # noqa: E402
 
 from minidiff import data, device, evaluation, inverse, recipes, video  # noqa: E402
+from minidiff.experiments import beyond_images  # noqa: E402
 
 DATA_RANGE = 2.0
 ZETAS = (0.25, 0.5, 1.0, 2.0)
@@ -50,9 +51,9 @@ def synthetic_data(scale, dev) -> dict:
                                        batch_size=device.sampling_batch_size(dev), device=dev)
     x_train, y_train = data.fashion_mnist("train")
     x_test, y_test = data.fashion_mnist("test")
-    pick = evaluation.class_balanced(y_train, per_class)
-    acc = evaluation.synthetic_data_comparison((x_train[pick], y_train[pick]), (images, asked), (x_test, y_test),
-                                               steps=device.by_scale(5, 500, 2000, scale=scale), device=dev)
+    pick = beyond_images.class_balanced(y_train, per_class)
+    acc = beyond_images.synthetic_data_comparison((x_train[pick], y_train[pick]), (images, asked), (x_test, y_test),
+                                                  steps=device.by_scale(5, 500, 2000, scale=scale), device=dev)
     return {"real_acc": acc["real"], "synthetic_acc": acc["synthetic"], "mixed_acc": acc["mixed"],
             "both_acc": acc["real + synthetic"], "images": len(asked), "per_class": per_class, "guidance": guidance,
             "sampler": f"{sampler[0]}, {sampler[1]} steps", "test_images": len(y_test)}
@@ -64,7 +65,7 @@ def molecule_ablation(scale, dev) -> dict:
     rows = []
     for type_scale in (0.25, 1.0, 4.0):
         run = recipes.load_or_train("molecules-ddpm", scale, device=dev, progress=False, type_scale=type_scale)
-        r = evaluation.score_molecules(run, n, device=dev)
+        r = beyond_images.score_molecules(run, n, device=dev)
         rows.append({"type_scale": type_scale, **{k: round(r[k], 4) for k in ("validity", "geometry", "types_ok",
                                                                             "ring_share")},
                      "training_seconds": round(run.seconds, 1)})
@@ -85,8 +86,8 @@ def video_motion(scale, dev) -> dict:
     for time_attention in (True, False):
         run = recipes.load_or_train("video-ddpm", scale, device=dev, progress=False, time_attention=time_attention)
         name = "space + time attention" if time_attention else "space attention only"
-        errors[name] = evaluation.score_clips(run, n, steps=steps, batch_size=device.sampling_batch_size(dev),
-                                              device=dev)["motion_error"]
+        errors[name] = beyond_images.score_clips(run, n, steps=steps, batch_size=device.sampling_batch_size(dev),
+                                                 device=dev)["motion_error"]
         seconds[name] = round(run.seconds, 1)
     return {"motion_error": {k: round(v, 4) for k, v in errors.items()}, "baseline": "space attention only",
             "clips": n, "steps": steps, "training_seconds": seconds}
@@ -108,14 +109,14 @@ def main(argv=None) -> int:
     rows, chosen = [], {}
     tasks = [("mri", 4), ("mri", 8), ("denoise", None), ("super-resolution", 2)]
     for task, acceleration in tasks:
-        zeta, sweep = evaluation.choose_zeta(model, s, validation, problem(validation, task, acceleration), ZETAS,
-                                             steps=steps)
+        zeta, sweep = beyond_images.choose_zeta(model, s, validation, problem(validation, task, acceleration), ZETAS,
+                                                steps=steps)
         chosen[f"{task} {acceleration or ''}".strip()] = {"zeta": zeta, "validation_psnr": {str(k): round(v, 3)
                                                                                           for k, v in sweep.items()}}
         test_problem = problem(test, task, acceleration)
         methods = ["baseline"] + (["projection"] if test_problem.project is not None else []) + ["dps"]
         for method in methods:
-            r = evaluation.reconstruction_scores(model, s, test, test_problem, method, zeta=zeta, steps=steps)
+            r = beyond_images.reconstruction_scores(model, s, test, test_problem, method, zeta=zeta, steps=steps)
             name = test_problem.baseline_name if method == "baseline" else method + (f" (zeta {zeta:g})" if method == "dps" else "")
             rows.append({"task": task, "acceleration": acceleration, "method": name, "psnr": round(r["psnr"], 3),
                          "ssim": round(r["ssim"], 4), "data_range": DATA_RANGE, "residual": round(r["residual"], 5),

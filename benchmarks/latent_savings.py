@@ -38,6 +38,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from minidiff import data, device, evaluation, loss, metrics, recipes, schedules  # noqa: E402
 from minidiff.unet import UNet  # noqa: E402
+from minidiff.experiments import common  # noqa: E402
 
 RESOLUTIONS = (28, 56, 112)
 
@@ -54,7 +55,7 @@ def child(model: str, scale: str) -> None:
     cfg = recipes.config("fashion-ddpm", scale)
     shape = (1, 28, 28) if model == "pixel" else (4, 7, 7)
     torch.manual_seed(0)
-    net = UNet(in_channels=shape[0], **recipes.unet_kwargs(cfg))
+    net = UNet(in_channels=shape[0], **common.unet_kwargs(cfg))
     s = schedules.linear(T=1000)
     evaluation.training_speed(net, lambda m, x: loss.diffusion_loss(m, s, x), torch.randn(64, *shape), steps=1,
                               tries=1)
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
         row = {"resolution": size}
         for name, x_in in (("pixel", xr), ("latent", zr)):
             torch.manual_seed(0)
-            net = UNet(in_channels=x_in.shape[1], **recipes.unet_kwargs(pixel.config)).to(dev)
+            net = UNet(in_channels=x_in.shape[1], **common.unet_kwargs(pixel.config)).to(dev)
             s = schedules.linear(T=1000)
             per_s, _ = evaluation.training_speed(net, lambda m, x: loss.diffusion_loss(m, s, x, generator=g), x_in,
                                                  steps=2, tries=2)

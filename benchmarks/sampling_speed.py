@@ -29,6 +29,7 @@ from _machine import machine_info  # noqa: E402
 
 from minidiff import device, recipes, samplers, schedules  # noqa: E402
 from minidiff.unet import UNet  # noqa: E402
+from minidiff.experiments import common  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     scale = args.scale or ("full" if dev.type == "cuda" else "small")
     batch = args.batch or device.sampling_batch_size(dev)
     torch.manual_seed(0)
-    model = UNet(in_channels=1, **recipes.unet_kwargs(recipes.config("fashion-ddpm", scale))).to(dev).eval()
+    model = UNet(in_channels=1, **common.unet_kwargs(recipes.config("fashion-ddpm", scale))).to(dev).eval()
     s = schedules.linear(T=1000)
     x_T = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(dev)
 

@@ -34,6 +34,7 @@ from _machine import machine_info  # noqa: E402
 
 from minidiff import data, device, loss, recipes, schedules, training  # noqa: E402
 from minidiff.unet import UNet  # noqa: E402
+from minidiff.experiments import common  # noqa: E402
 
 
 def _sync(dev):
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     g = torch.Generator(dev).manual_seed(0)
     images = data.fashion_mnist("train")[0].to(dev)
     s = schedules.linear(T=1000)
-    model = UNet(in_channels=1, **recipes.unet_kwargs(recipe)).to(dev)
+    model = UNet(in_channels=1, **common.unet_kwargs(recipe)).to(dev)
     if cuda:
         model.to(memory_format=torch.channels_last)
     ema = training.EMA(model, recipe["ema_decay"], warmup=recipe["ema_warmup"])

@@ -34,11 +34,12 @@ from _machine import machine_info  # noqa: E402
 
 from minidiff import recipes  # noqa: E402
 from minidiff.unet import UNet  # noqa: E402
+from minidiff.experiments import common  # noqa: E402
 
 
 def minidiff_unet():
     """The U-Net of the ``small`` Fashion-MNIST recipe (lessons 06-07)."""
-    return UNet(in_channels=1, **recipes.unet_kwargs(recipes.config("fashion-ddpm", "small")))
+    return UNet(in_channels=1, **common.unet_kwargs(recipes.config("fashion-ddpm", "small")))
 
 
 def minidiff_unet_same_layout():

@@ -76,7 +76,8 @@ def sample_grid(args) -> int:
 
     from . import plots, samplers
     from .device import get_device
-    from .recipes import latent_space_from_checkpoint, model_from_checkpoint
+    from .experiments.generating_images import model_from_checkpoint
+    from .experiments.latent_diffusion import latent_space_from_checkpoint
 
     if not os.path.exists(args.checkpoint):
         print(f"error: no checkpoint at {args.checkpoint}; make one with 'python -m minidiff train'", file=sys.stderr)

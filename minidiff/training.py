@@ -12,8 +12,7 @@ The EMA copy (Polyak averaging; used for sampling since DDPM, Appendix B) is
 
 so during the first ``warmup`` updates the average simply follows the weights (it forgets the
 random start), and from then on the configured ``decay`` is the one in force: its window is
-about 1 / (1 - decay) steps. The recipes (``recipes.RECIPES``) set ``warmup`` to a small, stated
-part of training. What each lesson trains, and the cache of trained models, live in ``recipes``.
+about 1 / (1 - decay) steps. Each recipe (``minidiff/experiments``) sets a small, stated warmup.
 
 On CUDA the loop uses bf16 autocast and channels_last memory; ``compile=True`` wraps the model
 in ``torch.compile``. It never waits for the GPU inside a step: losses stay on the device and are
@@ -297,7 +296,7 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
     the *global* batch identically on every rank (same seed), ``shard`` gives each rank its rows,
     DistributedDataParallel averages the gradients, the losses are averaged over the ranks, and
     only rank 0 writes checkpoints and shows progress. Whatever the loss draws at random (t, noise)
-    must come with the batch, drawn for the global batch (as ``recipes`` does), so that N processes
+    must come with the batch, drawn for the global batch (as every recipe does), so that N processes
     train what one process trains at the same global batch, up to the order of floating-point sums.
 
     What ``train`` does to ``model``, on purpose: it leaves it in eval mode, ready to sample, and

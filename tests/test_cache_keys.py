@@ -10,7 +10,7 @@ import pathlib
 import pytest
 import torch
 
-from minidiff import recipes
+from minidiff import cache as model_cache, recipes
 from minidiff.evaluation import FashionClassifier
 
 KEYS = json.loads((pathlib.Path(__file__).parent / "fixtures" / "cache_keys.json").read_text())
@@ -31,7 +31,7 @@ def test_the_fixture_covers_every_recipe_at_every_scale():
 @pytest.mark.parametrize("case", KEYS["models"], ids=lambda c: f"{c['recipe']}-{c['scale']}-{len(c['overrides'])}")
 def test_every_model_keeps_its_cache_file_name(case, cache):
     cfg = recipes.config(case["recipe"], case["scale"], **case["overrides"])
-    assert recipes.cache_path(cfg) == cache / "models" / case["file"]
+    assert model_cache.cache_path(cfg) == cache / "models" / case["file"]
 
 
 def test_every_sample_set_keeps_its_cache_file_name(cache):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from minidiff import data, loss, recipes, samplers
+from minidiff.experiments import common, generating_images
 
 needs_data = pytest.mark.skipif(
     not (data.SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").exists(),
@@ -37,7 +38,7 @@ def test_train_resume_and_sample(tmp_path, monkeypatch):
             "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert out.read_bytes()[:4] == b"\x89PNG"
-    model, s, cfg = recipes.model_from_checkpoint(ck)
+    model, s, cfg = generating_images.model_from_checkpoint(ck)
     assert s.T == 1000 and cfg["prediction"] == "v"
     assert model(torch.zeros(1, 1, 28, 28), torch.tensor([5])).shape == (1, 1, 28, 28)
     # `sample` reads the model's output as what the checkpoint says it predicts
@@ -57,7 +58,7 @@ def test_cli_train_passes_compile(tmp_path, monkeypatch):
 
     def fake_recipe(*args, **kw):
         seen.update(kw)
-        return recipes.DDPMRun(None, None, None, [0.5], {}, 0.0)
+        return common.DDPMRun(None, None, None, [0.5], {}, 0.0)
 
     monkeypatch.setattr(recipes, "load_or_train", fake_recipe)
     assert cli.main(["train", "--checkpoint", str(tmp_path / "c.pt"), "--compile", "--no-progress"]) == 0

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from minidiff import evaluation, recipes, schedules
+from minidiff.experiments import editing_images, gans_vs_diffusion
 
 
 def test_classifier_learns_shapes_quickly(g):
@@ -111,25 +112,25 @@ def test_settings_tuned_counts_what_the_defaults_could_not_do():
     def rows(setting, lr, fids, failed=()):
         return [{"setting": setting, "lr": lr, "fid": f, "failed": i in failed} for i, f in enumerate(fids)]
 
-    gan, ddpm, defaults = recipes.config("fashion-gan", "small"), recipes.config("fashion-ddpm", "small"), recipes.LIBRARY_DEFAULTS
+    gan, ddpm, defaults = recipes.config("fashion-gan", "small"), recipes.config("fashion-ddpm", "small"), gans_vs_diffusion.LIBRARY_DEFAULTS
     recipe = rows("recipe", 2e-4, [100.0, 110.0, 90.0]) + rows("recipe", 8e-4, [500.0, 500.0, 500.0])
-    out = evaluation.settings_tuned(gan, defaults, recipe + rows("default lr", 1e-3, [150.0, 160.0, 170.0])
-                                    + rows("default beta1", 2e-4, [105.0, 95.0, 108.0]), noise=0.1)
+    out = gans_vs_diffusion.settings_tuned(gan, defaults, recipe + rows("default lr", 1e-3, [150.0, 160.0, 170.0])
+                                           + rows("default beta1", 2e-4, [105.0, 95.0, 108.0]), noise=0.1)
     assert out["moved"] == {"lr": (2e-4, 1e-3), "beta1": (0.5, 0.9)}
     assert out["recipe"] == {"failed": 0, "runs": 3, "median_fid": 100.0}        # only the recipe's own lr
     assert out["defaults"]["lr"]["needed"] and not out["defaults"]["beta1"]["needed"]   # 105 is within 10%
     assert out["needed"] == 1
-    failing = evaluation.settings_tuned(gan, defaults, recipe + rows("default lr", 1e-3, [80.0] * 3, failed=(0, 1, 2))
-                                        + rows("default beta1", 2e-4, [80.0] * 3, failed=(1,)))
+    failing = gans_vs_diffusion.settings_tuned(gan, defaults, recipe + rows("default lr", 1e-3, [80.0] * 3, failed=(0, 1, 2))
+                                               + rows("default beta1", 2e-4, [80.0] * 3, failed=(1,)))
     assert failing["defaults"]["lr"]["median_fid"] is None and failing["needed"] == 2    # a failed run counts
-    nothing_moved = evaluation.settings_tuned(ddpm, defaults, rows("recipe", 1e-3, [50.0] * 3))
+    nothing_moved = gans_vs_diffusion.settings_tuned(ddpm, defaults, rows("recipe", 1e-3, [50.0] * 3))
     assert nothing_moved["moved"] == {} and nothing_moved["needed"] == 0 and nothing_moved["defaults"] == {}
     with pytest.raises(ValueError, match="no 'default beta1' runs"):
-        evaluation.settings_tuned(gan, defaults, recipe + rows("default lr", 1e-3, [1.0]))
+        gans_vs_diffusion.settings_tuned(gan, defaults, recipe + rows("default lr", 1e-3, [1.0]))
     with pytest.raises(ValueError, match="noise"):
-        evaluation.settings_tuned(gan, defaults, recipe, noise=-0.1)
+        gans_vs_diffusion.settings_tuned(gan, defaults, recipe, noise=-0.1)
     with pytest.raises(TypeError, match="config"):
-        evaluation.settings_tuned("fashion-gan", defaults, recipe)
+        gans_vs_diffusion.settings_tuned("fashion-gan", defaults, recipe)
 
 
 def test_edit_scores_against_hand_computations(g):
@@ -138,21 +139,21 @@ def test_edit_scores_against_hand_computations(g):
     images[..., :2] += 0.5                                  # change only the left half, by 0.5
     keep = torch.ones(1, 1, 4, 4, dtype=torch.bool)
     keep[..., :2] = False                                   # ...which is the repainted part
-    assert torch.allclose(evaluation.masked_error(images, truth, keep), torch.full((3,), 0.25))
+    assert torch.allclose(editing_images.masked_error(images, truth, keep), torch.full((3,), 0.25))
     keep_right_unknown = ~keep
-    assert torch.allclose(evaluation.masked_error(images, truth, keep_right_unknown), torch.zeros(3))
+    assert torch.allclose(editing_images.masked_error(images, truth, keep_right_unknown), torch.zeros(3))
     with pytest.raises(ValueError, match="repaints no pixel"):
-        evaluation.masked_error(images, truth, torch.ones(1, 1, 4, 4, dtype=torch.bool))
+        editing_images.masked_error(images, truth, torch.ones(1, 1, 4, 4, dtype=torch.bool))
     # coarse structure: 2x2 block means; a shift inside every block is invisible, a block-wide shift is not
     a = torch.zeros(1, 1, 4, 4)
     checker = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(2, 2)[None, None]
-    assert evaluation.low_frequency_distance(a + checker, a, factor=2).item() == pytest.approx(0.0, abs=1e-7)
-    assert evaluation.low_frequency_distance(a + 0.3, a, factor=2).item() == pytest.approx(0.3)
+    assert editing_images.low_frequency_distance(a + checker, a, factor=2).item() == pytest.approx(0.0, abs=1e-7)
+    assert editing_images.low_frequency_distance(a + 0.3, a, factor=2).item() == pytest.approx(0.3)
     clf = evaluation.FashionClassifier(in_channels=1, num_classes=10, size=8).eval()
     x = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
-    assert torch.allclose(evaluation.feature_distance(clf, x, x), torch.zeros(3))
+    assert torch.allclose(editing_images.feature_distance(clf, x, x), torch.zeros(3))
     by_hand = (evaluation.features(clf, x.flip(0)) - evaluation.features(clf, x)).norm(dim=1).float()
-    assert torch.allclose(evaluation.feature_distance(clf, x.flip(0), x), by_hand) and (by_hand[[0, 2]] > 0).all()
+    assert torch.allclose(editing_images.feature_distance(clf, x.flip(0), x), by_hand) and (by_hand[[0, 2]] > 0).all()
 
 
 def test_held_out_loss_scores_every_model_on_the_same_draws():

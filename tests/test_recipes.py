@@ -1,9 +1,13 @@
 """The recipe table and the model cache: train once, serve the same run, resume, never mix configs."""
+import dataclasses
+
 import pytest
 import torch
 
+from minidiff import cache as model_cache
 from minidiff import data, recipes
 from minidiff.device import SCALES
+from minidiff.experiments import gans_vs_diffusion, generating_images, latent_diffusion, text_conditioning
 
 needs_data = pytest.mark.skipif(
     not (data.SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").exists(),
@@ -16,9 +20,13 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "models"
 
 
-def test_every_recipe_has_every_scale():
-    for name, table in recipes.RECIPES.items():
-        assert set(table) == set(SCALES), name
+def test_every_recipe_has_every_scale_and_is_named_by_its_name():
+    for name, recipe in recipes.RECIPES.items():
+        assert set(recipe.settings) == set(SCALES) and recipe.name == name, name
+    with pytest.raises(ValueError, match="every scale"):
+        model_cache.Recipe("half", {"tiny": {}}, train=None)
+    with pytest.raises(TypeError, match="recipe must be a cache.Recipe"):
+        model_cache.config("fashion-ddpm", "tiny")
 
 
 def test_config_and_its_cache_path(cache):
@@ -26,14 +34,14 @@ def test_config_and_its_cache_path(cache):
     assert cfg["scale"] == "tiny" and cfg["seed"] == 0 and cfg["steps"] == 150 and cfg["T"] == 1000
     other = recipes.config("fashion-ddpm", "tiny", steps=3, seed=2)
     assert other["steps"] == 3 and other["seed"] == 2 and other["unet"] == cfg["unet"]
-    assert recipes.cache_path(cfg) == recipes.cache_path(recipes.config("fashion-ddpm", "tiny"))
-    assert recipes.cache_path(cfg) != recipes.cache_path(other)
-    assert recipes.cache_path(cfg).parent == cache and recipes.cache_path(cfg).name.startswith("fashion-ddpm-tiny-")
+    assert model_cache.cache_path(cfg) == model_cache.cache_path(recipes.config("fashion-ddpm", "tiny"))
+    assert model_cache.cache_path(cfg) != model_cache.cache_path(other)
+    assert model_cache.cache_path(cfg).parent == cache and model_cache.cache_path(cfg).name.startswith("fashion-ddpm-tiny-")
     with pytest.raises(ValueError, match=r"has no setting stepz; allowed: .*steps"):
         recipes.config("fashion-ddpm", "tiny", stepz=3)
     with pytest.raises(ValueError, match="unknown recipe 'gan'"):
         recipes.config("gan", "tiny")
-    RECIPE = recipes.RECIPES["fashion-ddpm"]["tiny"]
+    RECIPE = recipes.RECIPES["fashion-ddpm"].settings["tiny"]
     other["unet"]["base_channels"] = 99                     # a config is a copy: the table is untouched
     assert RECIPE["unet"]["base_channels"] == 16
 
@@ -42,7 +50,7 @@ def test_config_and_its_cache_path(cache):
 def test_a_finished_run_is_served_from_the_cache(cache):
     run = recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=3, progress=False)
     assert len(run.history) == 3 and not run.model.training and run.seconds > 0
-    path = recipes.cache_path(run.config)
+    path = model_cache.cache_path(run.config)
     stamp = path.stat().st_mtime_ns
     again = recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=3, progress=False)
     assert path.stat().st_mtime_ns == stamp                  # nothing trained, nothing written
@@ -58,9 +66,9 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(cache, tmp_path)
                                   checkpoint=tmp_path / "whole.pt")
     # what an interruption after step 2 leaves behind: the same run's checkpoint at step 2
     cfg4 = recipes.config("fashion-ddpm", "tiny", steps=4)
-    recipes.TRAINERS["fashion-ddpm"](recipes.config("fashion-ddpm", "tiny", steps=2), recipes.cache_path(cfg4),
-                                     torch.device("cpu"), False)
-    path = recipes.cache_path(cfg4)
+    recipes.RECIPES["fashion-ddpm"].train(recipes.config("fashion-ddpm", "tiny", steps=2), model_cache.cache_path(cfg4),
+                                          torch.device("cpu"), False)
+    path = model_cache.cache_path(cfg4)
     state = torch.load(path, weights_only=True)
     assert state["step"] == 2
     state["history"][0] = 123.0                              # a mark: a resumed run keeps the file's history
@@ -74,8 +82,8 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(cache, tmp_path)
 @needs_data
 def test_a_file_of_another_config_is_never_served(cache):
     mine = recipes.config("fashion-ddpm", "tiny", steps=2)
-    recipes.TRAINERS["fashion-ddpm"](recipes.config("fashion-ddpm", "tiny", steps=2, seed=1),
-                                     recipes.cache_path(mine), torch.device("cpu"), False)
+    recipes.RECIPES["fashion-ddpm"].train(recipes.config("fashion-ddpm", "tiny", steps=2, seed=1),
+                                          model_cache.cache_path(mine), torch.device("cpu"), False)
     with pytest.raises(ValueError, match="seed: 1 there, 0 here"):
         recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=2, progress=False)
 
@@ -83,13 +91,13 @@ def test_a_file_of_another_config_is_never_served(cache):
 @needs_data
 def test_the_classifier_is_trained_once(cache):
     clf = recipes.load_or_train("fashion-classifier", "tiny", device="cpu", steps=5, progress=False)
-    path = recipes.cache_path(recipes.config("fashion-classifier", "tiny", steps=5))
+    path = model_cache.cache_path(recipes.config("fashion-classifier", "tiny", steps=5))
     stamp = path.stat().st_mtime_ns
     again = recipes.load_or_train("fashion-classifier", "tiny", device="cpu", steps=5, progress=False)
     assert path.stat().st_mtime_ns == stamp and not again.training
     for a, b in zip(clf.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
-    other = recipes.cache_path(recipes.config("fashion-classifier", "tiny", steps=6))
+    other = model_cache.cache_path(recipes.config("fashion-classifier", "tiny", steps=6))
     other.write_bytes(path.read_bytes())                         # a file under the wrong name
     with pytest.raises(ValueError, match="another config"):
         recipes.load_or_train("fashion-classifier", "tiny", device="cpu", steps=6, progress=False)
@@ -127,8 +135,10 @@ def test_load_or_sample_refuses_bad_settings(cache):
         recipes.load_or_sample("fashion-ddpm", "tiny", n=2, weights="best")
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
         recipes.load_or_sample("fashion-ddpm", "tiny", n=2, sampler="euler")
-    with pytest.raises(ValueError, match="unknown name 'fashion-classifier'"):
+    with pytest.raises(ValueError, match="recipe 'fashion-classifier' gives no image_shape"):
         recipes.load_or_sample("fashion-classifier", "tiny", n=2)
+    with pytest.raises(ValueError, match="unknown recipe 'gan'"):
+        recipes.load_or_sample("gan", "tiny", n=2)
     with pytest.raises(ValueError, match="n must be"):
         recipes.load_or_sample("fashion-ddpm", "tiny", n=0)
     with pytest.raises(ValueError, match="has no setting stepz"):
@@ -141,10 +151,10 @@ def test_the_autoencoder_recipe_stores_its_latent_scale(cache):
     from minidiff import autoencoder
 
     run = recipes.load_or_train("fashion-autoencoder", "tiny", device="cpu", steps=3, progress=False)
-    path = recipes.cache_path(run.config)
+    path = model_cache.cache_path(run.config)
     state = torch.load(path, weights_only=True)
     assert state["step"] == 3 and state["latent_scale"] == run.latent_scale
-    images = data.fashion_mnist("train")[0][:recipes.SCALE_BATCH]
+    images = data.fashion_mnist("train")[0][:latent_diffusion.SCALE_BATCH]
     again = autoencoder.latent_scale(run.model, images, generator=torch.Generator().manual_seed(0))
     assert again == pytest.approx(run.latent_scale, rel=1e-6)                   # measured, not typed
     assert set(run.history[0]) == {"loss", "recon", "kl"}
@@ -160,20 +170,20 @@ def test_the_latent_ddpm_learns_its_autoencoders_latents_and_carries_it(cache):
     ae_cfg = recipes.config("fashion-autoencoder", "tiny", steps=2)
     cfg = recipes.config("fashion-latent-ddpm", "tiny", steps=2, autoencoder=ae_cfg)
     assert recipes.config("fashion-latent-ddpm", "tiny")["autoencoder"] == recipes.config("fashion-autoencoder", "tiny")
-    assert recipes.cache_path(cfg) != recipes.cache_path(recipes.config("fashion-latent-ddpm", "tiny", steps=2))
+    assert model_cache.cache_path(cfg) != model_cache.cache_path(recipes.config("fashion-latent-ddpm", "tiny", steps=2))
     run = recipes.load_or_train("fashion-latent-ddpm", "tiny", device="cpu", steps=2, autoencoder=ae_cfg,
                                 progress=False)
-    assert len(run.history) == 2 and recipes.cache_path(ae_cfg).exists()       # its autoencoder trained first
-    path = recipes.cache_path(cfg)
-    model, s, got = recipes.model_from_checkpoint(path)
+    assert len(run.history) == 2 and model_cache.cache_path(ae_cfg).exists()       # its autoencoder trained first
+    path = model_cache.cache_path(cfg)
+    model, s, got = generating_images.model_from_checkpoint(path)
     assert got["autoencoder"] == ae_cfg and model.config["in_channels"] == 4
-    space = recipes.latent_space_from_checkpoint(path)
+    space = latent_diffusion.latent_space_from_checkpoint(path)
     assert space.scale == run.space.scale
     z = torch.randn(2, 4, 7, 7)
     with torch.no_grad():
         torch.testing.assert_close(space.decode(z), run.space.decode(z))       # the same autoencoder, stored
     pixel = recipes.load_or_train("fashion-ddpm", "tiny", device="cpu", steps=1, progress=False)
-    assert recipes.latent_space_from_checkpoint(recipes.cache_path(pixel.config)) is None
+    assert latent_diffusion.latent_space_from_checkpoint(model_cache.cache_path(pixel.config)) is None
 
 
 def test_the_latent_ddpm_uses_the_pixel_ddpms_unet_at_every_scale():
@@ -208,14 +218,14 @@ def test_shapes_clip_logs_the_naive_floor_and_holds_out_pairs(cache):
     run = recipes.load_or_train("shapes-clip", "tiny", progress=False, steps=20)
     assert set(run.history[0]) == {"loss", "naive", "grouped", "floor"}
     cfg = run.config
-    train = recipes.shapes_train_set(cfg, "cpu")
+    train = text_conditioning.shapes_train_set(cfg, "cpu")
     batch = train["labels"][:cfg["batch_size"]]
     assert 0 < clip.contrastive_floor(batch) < cfg["batch_size"]
     assert all(h["naive"] >= h["floor"] - 1e-4 for h in run.history)     # the naive loss never beats its floor
     pairs = {(c, s) for c, s in zip(*[data.shape_attributes(train["labels"])[k].tolist() for k in ("colour", "shape")])}
     colours, kinds = list(data.SHAPE_ATTRIBUTES["colour"]), list(data.SHAPE_ATTRIBUTES["shape"])
-    assert len(pairs) == 15 - len(recipes.HELD_OUT)
-    assert not pairs & {(colours.index(c), kinds.index(s)) for c, s in recipes.HELD_OUT}
+    assert len(pairs) == 15 - len(text_conditioning.HELD_OUT)
+    assert not pairs & {(colours.index(c), kinds.index(s)) for c, s in text_conditioning.HELD_OUT}
     assert recipes.load_or_train("shapes-clip", "tiny", progress=False, steps=20).history == run.history
 
 
@@ -268,27 +278,28 @@ def test_the_gan_recipes_track_collapse_and_resume_exactly(cache, tmp_path):
 
 
 def test_the_stability_grid_and_the_runs_at_library_defaults():
-    grid = recipes.stability_grid("fashion-gan", "small")
+    grid = gans_vs_diffusion.stability_grid("fashion-gan", "small")
     assert len(grid) == 9 and sorted({o["lr"] for o in grid}) == pytest.approx([5e-5, 2e-4, 8e-4])
-    assert all(o["steps"] == o["track_every"] == recipes.STABILITY["steps"]["fashion-gan"]["small"] for o in grid)
-    gan = recipes.default_runs("fashion-gan", "small")
+    assert all(o["steps"] == o["track_every"] == gans_vs_diffusion.STABILITY["steps"]["fashion-gan"]["small"] for o in grid)
+    gan = gans_vs_diffusion.default_runs("fashion-gan", "small")
     assert set(gan) == {"lr", "beta1"}                                   # the two settings the GAN recipe moves
-    assert [(o["lr"], o.get("beta1"), o["seed"]) for o in gan["lr"]] == [(1e-3, None, s) for s in recipes.STABILITY["seeds"]]
+    assert [(o["lr"], o.get("beta1"), o["seed"]) for o in gan["lr"]] == [(1e-3, None, s) for s in gans_vs_diffusion.STABILITY["seeds"]]
     assert [(o["lr"], o["beta1"]) for o in gan["beta1"]] == [(2e-4, 0.9)] * 3   # one setting back at a time
-    assert recipes.default_runs("fashion-ddpm", "small") == {}           # its lr already is Adam's default
-    assert set(recipes.default_runs("fashion-ddpm", "tiny")) == {"lr"}
+    assert gans_vs_diffusion.default_runs("fashion-ddpm", "small") == {}           # its lr already is Adam's default
+    assert set(gans_vs_diffusion.default_runs("fashion-ddpm", "tiny")) == {"lr"}
     for name in ("fashion-gan", "fashion-ddpm"):
-        for runs in recipes.default_runs(name, "tiny").values():
+        for runs in gans_vs_diffusion.default_runs(name, "tiny").values():
             for o in runs:
                 recipes.config(name, "tiny", **o)                        # every override is a valid setting
     with pytest.raises(ValueError, match="name"):
-        recipes.stability_grid("fashion-classifier")
+        gans_vs_diffusion.stability_grid("fashion-classifier")
 
 
 def test_training_is_compiled_by_default_at_full_scale_on_cuda_only(monkeypatch):
     seen = []
-    monkeypatch.setitem(recipes.TRAINERS, "fashion-ddpm", lambda cfg, path, device, progress, compile, checkpoint_every:
-                        seen.append((cfg["scale"], device.type, compile)))
+    spy = dataclasses.replace(recipes.RECIPES["fashion-ddpm"], train=lambda cfg, path, device, progress, compile,
+                              checkpoint_every: seen.append((cfg["scale"], device.type, compile)))
+    monkeypatch.setitem(recipes.RECIPES, "fashion-ddpm", spy)
     for scale, dev in [("full", "cuda"), ("full", "cpu"), ("small", "cuda"), ("tiny", "cpu")]:
         recipes.load_or_train("fashion-ddpm", scale, device=torch.device(dev), progress=False)
     recipes.load_or_train("fashion-ddpm", "full", device=torch.device("cuda"), progress=False, compile=False)
