@@ -68,3 +68,25 @@ def test_cli_help_and_bad_flags():
     assert r.returncode == 0 and "--out" in r.stdout and "--dataset" in r.stdout
     r = subprocess.run([sys.executable, "-m", "minidiff", "demo", "--steps", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and "--steps must be >= 1" in r.stderr
+
+
+def test_the_wheel_carries_every_module(tmp_path):
+    """A plain (non-editable) install gets the whole package, the experiments subpackage included:
+    pyproject lists packages by name, so a new subpackage must be listed there too."""
+    import shutil
+    import zipfile
+
+    import pytest
+    pytest.importorskip("setuptools")
+    src = tmp_path / "src"          # a clean copy: a stale build/ folder would hide a missing package
+    shutil.copytree(ROOT / "minidiff", src / "minidiff", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                        "-w", str(tmp_path / "wheel"), str(src)], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    wheel = next((tmp_path / "wheel").glob("minidiff-*.whl"))
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {p.relative_to(ROOT).as_posix() for p in (ROOT / "minidiff").rglob("*.py")}
+    assert wanted <= shipped, sorted(wanted - shipped)
