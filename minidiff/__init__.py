@@ -6,6 +6,7 @@ One small module per idea; read the chapters in this order (each imports only ea
 ``inverse`` → ``molecules`` → ``video``. Around
 them: ``analytic`` holds an exact denoiser for Gaussian mixtures, ``data`` the data sets,
 ``nets`` the small networks, ``training`` the one loop, ``metrics`` the maths of comparing sets,
+``verdicts`` intervals and what they allow one to say,
 ``evaluation`` the shared yardstick (the feature classifier, FID, sampler races), ``cache`` the
 model and sample cache, ``experiments`` one module per lesson chapter (its recipes and
 measurements), ``recipes`` the table that names every recipe, ``plots`` and ``widgets`` the

@@ -17,16 +17,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_float, check_int, check_tensor
+from ._checks import check_choice, check_float, check_int, check_tensor
 from .device import synchronize
 from .forward import randn_like
 from .loss import diffusion_loss, draw_timesteps
-from .metrics import class_coverage, frechet_distance, precision_recall
+from .metrics import class_coverage, frechet_distance, kid, mmd2_unbiased, precision_recall
 from .samplers import sample
 from .training import shard
+from .verdicts import bootstrap_interval, compare, verdict
 
 __all__ = ["FashionClassifier", "train_classifier", "model_device", "batched", "accuracy", "probabilities", "features",
-           "image_evaluator", "fashion_mnist_evaluator", "evaluate_samples", "draw_samples", "compare_samplers",
+           "image_evaluator", "fashion_mnist_evaluator", "evaluate_samples", "compare", "compare_samples",
+           "draw_samples", "compare_samplers",
            "draw_guided", "sampler_name", "held_out_loss", "gradient_noise_scale", "activation_bytes", "training_speed"]
 
 
@@ -122,16 +124,18 @@ def image_evaluator(classifier, train_images: torch.Tensor, test_images: torch.T
     Returns a dict with the ``classifier``, its test ``accuracy``, ``real`` features of the first
     ``n_real`` test images, the ``image_shape`` (C, H, W) and ``num_classes``, and the real-vs-real
     ``floor``: the Fréchet distance between ``n_real`` random train images and those ``n_real``
-    test images — the best any generator can score at that sample count.
+    test images — the best any generator can score at that sample count — and ``kid_floor``, the
+    same sets' KID (``metrics.kid``; about 0 at any n, KID being unbiased).
     """
     n_real = check_int("n_real", n_real, low=2, high=min(len(train_images), len(test_images)))
     seed = check_int("seed", seed, low=0)
     pick = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:n_real]
-    real = features(classifier, test_images[:n_real])
+    real, other = features(classifier, test_images[:n_real]), features(classifier, train_images[pick])
     num_classes = int(test_labels.max()) + 1
     return {"classifier": classifier, "accuracy": accuracy(classifier, test_images, test_labels), "real": real,
             "n_real": n_real, "image_shape": tuple(test_images.shape[1:]), "num_classes": num_classes,
-            "floor": frechet_distance(features(classifier, train_images[pick]), real)}
+            "floor": frechet_distance(other, real),
+            "kid_floor": kid(real, other, generator=torch.Generator().manual_seed(seed))["kid"]}
 
 
 def fashion_mnist_evaluator(classifier, n_real: int, seed: int = 0) -> dict:
@@ -145,16 +149,46 @@ def fashion_mnist_evaluator(classifier, n_real: int, seed: int = 0) -> dict:
 
 
 def evaluate_samples(evaluator: dict, samples: torch.Tensor) -> dict:
-    """FID (with its sample count and floor), precision, recall and class coverage of ``samples``."""
+    """FID (with its sample count and floor), KID (``metrics.kid``: its mean over subsets, their
+    spread ``kid_std`` and its floor), precision, recall and class coverage of ``samples``."""
     clf = evaluator["classifier"]
     samples = samples.clamp(-1, 1)
     fake = features(clf, samples)
     precision, recall = precision_recall(evaluator["real"], fake)
     coverage = class_coverage(batched(clf, samples, model_device(clf)).argmax(1), evaluator["num_classes"])
+    k = kid(evaluator["real"], fake, generator=torch.Generator().manual_seed(0))
     return {"fid": frechet_distance(fake, evaluator["real"]), "samples": len(samples),
-            "floor": evaluator["floor"], "precision": precision, "recall": recall,
+            "floor": evaluator["floor"], "kid": k["kid"], "kid_std": k["std"], "kid_floor": evaluator.get("kid_floor"),
+            "precision": precision, "recall": recall,
             "covered": coverage["covered"], "max_share_ratio": coverage["max_share_ratio"],
             "shares": coverage["shares"]}
+
+
+def compare_samples(evaluator: dict, a: torch.Tensor, b: torch.Tensor, *, claim: str, paired: bool,
+                    metric: str = "fid", resamples: int = 200, level: float = 0.95, seed: int = 0) -> dict:
+    """Score two sample sets against the evaluator's real images, FID or KID (``metrics.mmd2_unbiased``
+    on all rows), and judge ``claim`` ("a < b": a scores lower) by the percentile bootstrap of the
+    difference (``verdicts``): every resample draws the real rows anew, and the generated rows of
+    ``a`` and ``b`` alike when they are ``paired`` (image i of each from the same starting noise).
+    Returns ``a``, ``b``, ``difference``, ``low``, ``high``, ``n`` and ``verdict``."""
+    check_choice("metric", metric, ("fid", "kid"))
+    clf, real = evaluator["classifier"], evaluator["real"]
+    fa, fb = features(clf, a.clamp(-1, 1)), features(clf, b.clamp(-1, 1))
+    if paired and len(fa) != len(fb):
+        raise ValueError(f"paired sample sets must be equally large, got {len(fa)} and {len(fb)}")
+    score = frechet_distance if metric == "fid" else mmd2_unbiased
+    g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+
+    def difference(rows):
+        r = real[torch.randint(0, len(real), (len(real),), generator=g)]
+        rows_b = rows if paired else torch.randint(0, len(fb), (len(fb),), generator=g)
+        return score(fa[rows], r) - score(fb[rows_b], r)
+
+    sa, sb = score(fa, real), score(fb, real)
+    low, high = bootstrap_interval(difference, len(fa), resamples=resamples, level=level, generator=g)
+    n = len(fa) if paired else f"{len(fa)} and {len(fb)}"
+    return {"metric": metric, "a": sa, "b": sb, "difference": sa - sb, "low": low, "high": high, "level": level,
+            "n": n, "paired": paired, "claim": claim, "verdict": verdict(low, high, claim, n)}
 
 
 def draw_samples(model, s, shape, n: int, sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0,

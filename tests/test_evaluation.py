@@ -81,6 +81,10 @@ def test_image_evaluator_takes_its_shape_from_the_data(g):
     assert ev["floor"] >= 0
     scored = evaluation.evaluate_samples(ev, imgs[:50])
     assert scored["samples"] == 50 and len(scored["shares"]) == 3
+    # KID: the evaluator's floor is real against real (unbiased: near 0, unlike FID's floor); KID of a
+    # set far from the real images is far above it
+    assert abs(ev["kid_floor"]) < 0.05 * evaluation.evaluate_samples(ev, -imgs[:50])["kid"]
+    assert scored["kid_floor"] == ev["kid_floor"] and scored["kid_std"] >= 0
 
 
 def test_activation_bytes_counts_every_leaf_output():
