@@ -182,7 +182,14 @@ class TextEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, mask)
         x = self.ln(x)
-        eos = (tokens == self.eos_id).int().argmax(dim=1)          # the first <eos> of each row
+        has_eos = tokens == self.eos_id
+        message = "every row of tokens must hold <eos>, where the pooled feature is read: use Tokenizer.encode"
+        if tokens.device.type == "cpu":
+            if not has_eos.any(1).all():
+                raise ValueError(message)
+        else:                                                          # checked without waiting for the GPU
+            torch._assert_async(has_eos.any(1).all(), message)
+        eos = has_eos.int().argmax(dim=1)                              # the first <eos> of each row
         return x, x[torch.arange(len(x), device=x.device), eos]
 
 
@@ -226,12 +233,16 @@ class CLIP(nn.Module):
         return F.normalize(self.image(images), dim=-1)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():   # CLIP clips the parameter itself at ln 100 (Radford et al. 2021, §2.5), so the
+            self.logit_scale.clamp_(max=math.log(MAX_LOGIT_SCALE))     # loss's gradient still reaches it there
         return self.embed_image(images), self.embed_text(tokens)
 
 
 def clamped_logit_scale(logit_scale) -> torch.Tensor:
-    """exp(logit_scale) clipped at ``MAX_LOGIT_SCALE`` (100): the inverse temperature in use."""
-    return torch.as_tensor(logit_scale).exp().clamp(max=MAX_LOGIT_SCALE)
+    """exp(logit_scale) with logit_scale clipped at ln ``MAX_LOGIT_SCALE`` (ln 100): the inverse
+    temperature in use. ``CLIP.forward`` clips its parameter there before every use, so at the cap the
+    gradient still flows (clipping exp(...) instead would give it zero gradient above 100, for good)."""
+    return torch.as_tensor(logit_scale).clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
 
 
 def _check_pair(image_emb, text_emb):

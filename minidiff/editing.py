@@ -36,6 +36,7 @@ class part-way up, and come back down asking for another class, with classifier-
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -69,7 +70,7 @@ def repaint_schedule(steps: int, jump_length: int = 1, resample: int = 1) -> lis
     jumps = {j: resample - 1 for j in range(0, steps - jump_length, jump_length)}
     if resample > 1 and not jumps:
         raise ValueError(f"jump_length {jump_length} leaves no level to resample at with steps {steps}: "
-                         f"use jump_length < steps - 1, or resample=1")
+                         f"use jump_length < steps, or resample=1")
     levels, t = [], steps
     while t >= 1:
         t -= 1
@@ -194,11 +195,12 @@ def make_mask(name: str, size: int, n: int = 1, generator: torch.Generator | Non
     else:
         yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
         radius = max(1.0, size / 7)
+        dev = generator.device if generator is not None else "cpu"      # draw where the generator lives
         for k in range(n):
-            p = torch.rand(2, generator=generator) * size
+            p = torch.rand(2, generator=generator, device=dev).cpu() * size
             while (~keep[k]).float().mean() < 0.3:
                 keep[k, 0] &= (yy - p[0]) ** 2 + (xx - p[1]) ** 2 > radius ** 2
-                step = (torch.rand(2, generator=generator) - 0.5) * 2 * radius
+                step = (torch.rand(2, generator=generator, device=dev).cpu() - 0.5) * 2 * radius
                 p = (p + step).clamp(0, size - 1)
     return keep
 
@@ -235,18 +237,24 @@ def sdedit_start(steps: int, strength: float) -> int:
 @torch.no_grad()
 def sdedit(model, s: NoiseSchedule, x: torch.Tensor, strength: float, *, steps: int, sampler: str = "ddim",
            eta: float = 0.0, generator: torch.Generator | None = None, prediction: str = "eps",
-           clip_x0: float | None = 1.0, progress: bool = False, **cond) -> torch.Tensor:
+           clip_x0: float | None = 1.0, spacing: str = "trailing", progress: bool = False, **cond) -> torch.Tensor:
     """SDEdit (Meng et al. 2022): x noised to the timestep ``strength`` selects among ``steps``
-    (``forward.q_sample``), then ``samplers.sample`` from there with ``sampler``:
-    int(strength * steps) network calls. strength in (0, 1]; 1 starts from (nearly) pure noise."""
+    (``forward.q_sample``; ``spacing`` as in ``reverse.timesteps``), then ``samplers.sample`` from
+    there on the same grid with ``sampler``: int(strength * steps) network calls. strength in (0, 1];
+    1 starts from (nearly) pure noise. ``cond`` holds the model's condition keywords only."""
     x = _check_image(x)
     check_choice("sampler", sampler, SAMPLERS)
+    settings = sorted(set(cond) & set(inspect.signature(sample).parameters))
+    if settings:
+        raise ValueError(f"sdedit passes **cond to the model as its condition, and {', '.join(settings)} is a "
+                         f"setting of samplers.sample: give spacing to sdedit itself (the start is chosen on that "
+                         f"grid); sdedit sets the others")
     steps = _check_model(model, s, prediction, steps)
     start = sdedit_start(steps, strength)
-    t0 = int(timesteps(s.T, steps)[start])
+    t0 = int(timesteps(s.T, steps, spacing)[start])
     x_t0 = q_sample(s, x, t0, generator=generator)
     return sample(model, s, x.shape, sampler, steps, eta=eta, x_T=x_t0, generator=generator, prediction=prediction,
-                  clip_x0=clip_x0, start=start, progress=progress, **cond)
+                  clip_x0=clip_x0, spacing=spacing, start=start, progress=progress, **cond)
 
 
 @torch.no_grad()
@@ -299,4 +307,4 @@ def style_transfer(model, s: NoiseSchedule, x: torch.Tensor, source: torch.Tenso
     x_t = ddim_invert(model, s, x, steps=steps, strength=strength, prediction=prediction, progress=progress,
                       **{key: source})
     return sample(guided, s, x.shape, "ddim", steps, x_T=x_t, start=start, prediction=prediction, clip_x0=1.0,
-                  progress=progress, **{key: target})
+                  progress=progress, amp=False, **{key: target})

@@ -94,6 +94,8 @@ class Discriminator(nn.Module):
                 raise ValueError("this discriminator is class-conditional: pass labels y (N,)")
             planes = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
             x = torch.cat([x, planes], dim=1)
+        elif y is not None:
+            raise ValueError("this discriminator is unconditional (num_classes=None): it takes no labels y")
         return self.out(self.body(x)).squeeze(1)
 
 
@@ -111,12 +113,18 @@ class GAN(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images from z ~ N(0, I) drawn on ``generator`` (CPU unless it lives elsewhere)."""
+        """n images from z ~ N(0, I) drawn on ``generator`` (CPU unless it lives elsewhere), in eval
+        mode (BatchNorm reads its running statistics and leaves them as they were); the mode the
+        generator was in is restored."""
         n = check_int("n", n, low=1)
         dev = next(self.parameters()).device
         z = torch.randn(n, self.z_dim, generator=generator,
                         device=generator.device if generator is not None else dev).to(dev)
-        return self.generator(z, None if y is None else y.to(dev))
+        was_training = self.generator.training
+        try:
+            return self.generator.eval()(z, None if y is None else y.to(dev))
+        finally:
+            self.generator.train(was_training)
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, loss: str = "nonsaturating") -> torch.Tensor:

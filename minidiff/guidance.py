@@ -89,4 +89,6 @@ def cfg(model, scale: float, uncond: dict):
         eps_c, eps_u = both.chunk(2)
         return eps_u + scale * (eps_c - eps_u)
 
+    if callable(getattr(model, "parameters", None)):      # where it runs: samplers draw x_T on that device
+        guided.parameters = model.parameters
     return guided

@@ -74,8 +74,9 @@ def cartesian_mask(size: int, acceleration: float, center_fraction: float = 0.08
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """A (size, size) bool k-space mask of whole columns (phase-encoding lines) in the layout of
     ``kspace`` (frequency 0 at index 0, -f at size - f): about size / acceleration lines. The
-    frequencies |f| <= size * center_fraction / 2 are always kept; the others are drawn at random
-    on ``generator``, in pairs (f, -f) so that a real image's k-space stays Hermitian."""
+    frequencies |f| <= ceil(size * center_fraction) // 2 are always kept (3 lines at size 28 or 16 with
+    the default 0.08: f = 0 and +-1); the others are drawn at random on ``generator``, in pairs
+    (f, -f) so that a real image's k-space stays Hermitian."""
     size = check_int("size", size, low=4)
     acceleration = check_float("acceleration", acceleration, low=1.0)
     center_fraction = check_float("center_fraction", center_fraction, low=0.0, high=1.0, low_open=True)
@@ -84,7 +85,8 @@ def cartesian_mask(size: int, acceleration: float, center_fraction: float = 0.08
     freq = torch.minimum(f, size - f)                           # |frequency| of each column
     lines = freq <= max(0, math.ceil(size * center_fraction) // 2)
     pairs = [int(k) for k in torch.unique(freq[~lines])]        # each |f| not yet kept: one line or two
-    for k in torch.randperm(len(pairs), generator=generator).tolist():
+    dev = generator.device if generator is not None else "cpu"          # drawn where the generator lives
+    for k in torch.randperm(len(pairs), generator=generator, device=dev).tolist():
         if int(lines.sum()) >= total:
             break
         lines |= freq == pairs[k]
@@ -180,13 +182,18 @@ def dps(model, s: NoiseSchedule, y: torch.Tensor, operator, shape, *, zeta: floa
     zeta = check_float("zeta", zeta, low=0.0)
     if not callable(operator):
         raise TypeError(f"operator must be callable as operator(x) -> measurement, got {type(operator).__name__}")
+    check_schedule(s)
     grads = {}
+    # the model is called at training timesteps; s may itself be respaced: its index of each one
+    index = torch.full((int(s.timestep_map.max()) + 1,), -1, dtype=torch.long)
+    index[s.timestep_map] = torch.arange(s.T)
+    index = index.to(y.device)
 
     def guided(x, t):
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             out = model(xg, t)
-            x0_hat, _ = to_x0_eps(s, xg, t, out, prediction)
+            x0_hat, _ = to_x0_eps(s, xg, index[t], out, prediction)
             residual = torch.linalg.vector_norm((y - operator(x0_hat)).flatten(1), dim=1).sum()
             grads["g"] = torch.autograd.grad(residual, xg)[0]
         return out.detach()
@@ -284,6 +291,8 @@ def ssim(x: torch.Tensor, reference: torch.Tensor, data_range: float, window: in
     ``data_range``, sample covariances (N - 1), channels averaged: scikit-image's defaults."""
     data_range = check_float("data_range", data_range, low=0.0, low_open=True)
     window = check_int("window", window, low=3)
+    if window % 2 == 0:
+        raise ValueError(f"window must be odd (a window centred on a pixel, as scikit-image requires), got {window}")
     if x.shape != reference.shape or x.dim() != 4:
         raise ValueError(f"x and reference must be (N, C, H, W) of one shape, got {tuple(x.shape)} and "
                          f"{tuple(reference.shape)}")

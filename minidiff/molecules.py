@@ -270,7 +270,7 @@ class AtomTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         start = coords = centre(x[..., :3])
-        h = self.embed(x[..., 3:]) + self.time(timestep_embedding(t, self.width))[:, None]
+        h = self.embed(x[..., 3:]) + self.time(timestep_embedding(t, self.width, dtype=x.dtype))[:, None]
         for block in self.blocks:
             h, coords = block(h, coords, *_pair_features(coords, self.centres, self.gamma))
         out = coords if self.skip else coords - start

@@ -17,13 +17,15 @@ from ._checks import check_float, check_int
 __all__ = ["timestep_embedding", "TimeMLP"]
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of integer (or real) timesteps t (N,) -> (N, dim)."""
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Sinusoidal embedding of integer (or real) timesteps t (N,) -> (N, dim), in ``dtype`` (a
+    network passes its own, so a float64 copy of it runs in float64)."""
     dim = check_int("dim", dim, low=2)
     max_period = check_float("max_period", max_period, low=1)
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=dtype) / half)
+    args = t.to(dtype)[:, None] * freqs[None]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=1)
@@ -51,7 +53,7 @@ class TimeMLP(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        temb = self.t_mlp(timestep_embedding(t, self.t_dim))
+        temb = self.t_mlp(timestep_embedding(t, self.t_dim, dtype=self.inp.weight.dtype))
         h = self.inp(x)
         for b in self.blocks:
             z = torch.nn.functional.silu(b["fc1"](b["norm"](h)) + b["t"](temb))

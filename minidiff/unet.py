@@ -197,7 +197,7 @@ class UNet(nn.Module):
 
     def embed(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """Time embedding, plus the class embedding when the model is class-conditional."""
-        emb = self.time_mlp(timestep_embedding(t, self.base))
+        emb = self.time_mlp(timestep_embedding(t, self.base, dtype=self.conv_in.weight.dtype))
         if self.class_emb is not None:
             if y is None:
                 y = torch.full_like(t, self.num_classes)          # "no label"

@@ -177,7 +177,7 @@ class SpaceTimeTransformer(nn.Module):
         if (c, f, hgt, wid) != (self.channels, self.frames, self.size, self.size):
             raise ValueError(f"x must have shape (N, {self.channels}, {self.frames}, {self.size}, {self.size}), "
                              f"got {tuple(x.shape)}")
-        temb = self.time(timestep_embedding(t, self.width))                              # (n, width)
+        temb = self.time(timestep_embedding(t, self.width, dtype=x.dtype))                 # (n, width)
         frames = x.transpose(1, 2).reshape(n * f, c, hgt, wid)                           # every frame on its own
         skip = self.stem(frames) + self.stem_time(temb).repeat_interleave(f, 0)[:, :, None, None]
         tokens = self.embed(skip)                                                         # (n f, width, k, k)

@@ -130,7 +130,9 @@ def test_text_encoder_shapes_and_its_causal_mask(g):
 def test_clip_embeddings_are_unit_vectors(g):
     model = clip.CLIP(20, context_length=8, embed_dim=16, text={"width": 16, "layers": 1, "heads": 2},
                       image={"width": 8})
-    img, txt = model(torch.randn(3, 3, 16, 16, generator=g), torch.randint(4, 20, (3, 8), generator=g))
+    tokens = torch.randint(4, 20, (3, 8), generator=g)
+    tokens[:, -1] = 2                                                   # every row ends in <eos>
+    img, txt = model(torch.randn(3, 3, 16, 16, generator=g), tokens)
     assert img.shape == txt.shape == (3, 16)
     torch.testing.assert_close(img.norm(dim=1), torch.ones(3))
     torch.testing.assert_close(txt.norm(dim=1), torch.ones(3))

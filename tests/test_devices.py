@@ -73,3 +73,15 @@ def test_draw_samples_on_the_device_times_the_work(dev):
     on_cpu, _ = evaluation.draw_samples(model.cpu(), s, (1, 8, 8), 5, "ddim", 3, batch_size=2, progress=False)
     tol = 0.0 if dev.type == "cpu" else 0.1                # a GPU samples in bfloat16
     assert (images - on_cpu).abs().max() <= tol
+
+
+def test_masks_are_drawn_on_a_generator_of_any_device(dev):
+    """make_mask and cartesian_mask draw where their generator lives (a CUDA generator failed on the
+    CPU default device before) and give the same CPU mask for the same seed."""
+    from minidiff import editing, inverse
+    g = torch.Generator(dev).manual_seed(0)
+    keep = editing.make_mask("free-form", 16, 2, generator=g)
+    lines = inverse.cartesian_mask(28, 4, generator=torch.Generator(dev).manual_seed(0))
+    assert keep.device.type == "cpu" and (~keep).float().mean() >= 0.3 and lines.device.type == "cpu"
+    again = editing.make_mask("free-form", 16, 2, generator=torch.Generator(dev).manual_seed(0))
+    assert torch.equal(keep, again)
