@@ -10,7 +10,7 @@
 writes one PNG: the data, the data being noised, and samples drawn by the reverse process.
 ``train`` trains (or resumes) the image DDPM, in pixels or (``--model latent``) in the latent
 space of the recipe's autoencoder; ``sample`` draws a grid from either kind of checkpoint. Started by
-torchrun, ``train`` runs on every process with DistributedDataParallel (``training.init_distributed``:
+torchrun, ``train`` runs on every process with DistributedDataParallel (``distributed.init_distributed``:
 NCCL on GPUs, gloo on CPUs), each process taking its share of the same global batch; rank 0 writes
 the checkpoint and prints.
 """
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
         parser.error("--steps must be >= 1")
     if args.command == "train":
         from . import recipes
-        from .training import init_distributed
+        from .distributed import init_distributed
         rank, world_size = init_distributed()           # under torchrun: join the group; else (0, 1)
         overrides = {k: v for k, v in (("steps", args.steps), ("prediction", args.prediction)) if v is not None}
         try:

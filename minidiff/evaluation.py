@@ -23,7 +23,7 @@ from .forward import randn_like
 from .loss import diffusion_loss, draw_timesteps
 from .metrics import class_coverage, frechet_distance, kid, mmd2_unbiased, precision_recall
 from .samplers import sample
-from .training import shard
+from .distributed import shard
 from .verdicts import bootstrap_interval, compare, verdict
 
 __all__ = ["FashionClassifier", "train_classifier", "model_device", "batched", "accuracy", "probabilities", "features",
@@ -296,7 +296,7 @@ def gradient_noise_scale(model: nn.Module, loss_fn, batches, small: int) -> dict
     chunks of ``small`` rows, each averaged over ``batches``, give both unknowns.
 
     :param loss_fn: ``loss_fn(model, batch)`` returning the batch's *mean* loss.
-    :param batches: big batches (tensors, or tuples/dicts of them split along dim 0 as ``training.shard``
+    :param batches: big batches (tensors, or tuples/dicts of them split along dim 0 as ``distributed.shard``
         splits), all of one size, a multiple of ``small`` and at least twice it. The model is used in
         the mode it is in (train mode adds dropout's noise to Sigma).
     :returns: ``b_simple``, ``trace_sigma`` and ``grad_norm_sq`` (the estimates of tr(Sigma) and |G|^2).

@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 
 from ._checks import check_float, check_int
 from ._files import atomic_write
+from .distributed import agree, rank_seed, shard, world
 
-__all__ = ["EMA", "train", "loss_step", "save_checkpoint", "load_checkpoint", "world", "init_distributed", "shard",
-           "gather", "unwrap"]
+__all__ = ["EMA", "train", "loss_step", "save_checkpoint", "load_checkpoint"]
 
 
 class EMA:
@@ -86,91 +86,6 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise
     except Exception as e:  # a truncated or foreign file
         raise ValueError(f"checkpoint {path} could not be read ({type(e).__name__}: {e})") from e
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process: torch.distributed's when a process group is running
-    (``init_distributed``, torchrun), else (0, 1)."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed() -> tuple[int, int]:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1 in the environment): NCCL with
-    one GPU per process (``LOCAL_RANK``) where CUDA is present, else gloo on the CPU. Without torchrun
-    (no ``WORLD_SIZE``, or 1) it does nothing. Returns ``world()``."""
-    import torch.distributed as dist
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return world()
-
-
-def shard(batch, rank: int, world_size: int):
-    """This rank's rows of a global batch: rows [rank n / W, (rank + 1) n / W) of every tensor (in
-    a tuple, list or dict too) whose first dimension is the batch's n. Every rank draws the same
-    global batch, and each takes its slice: so N processes see exactly what one process sees."""
-    if world_size == 1:
-        return batch
-    if isinstance(batch, torch.Tensor):
-        n = batch.shape[0]
-        if n % world_size:
-            raise ValueError(f"the global batch ({n}) must divide by the number of processes ({world_size}); "
-                             f"pick a batch size that is a multiple of {world_size}")
-        k = n // world_size
-        return batch[rank * k:(rank + 1) * k]
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(shard(b, rank, world_size) for b in batch)
-    if isinstance(batch, dict):
-        return {k: shard(v, rank, world_size) for k, v in batch.items()}
-    return batch
-
-
-class _Gather(torch.autograd.Function):
-    """Forward: every rank's rows, concatenated in rank order. Backward: the gradients for the whole
-    concatenation are summed over the ranks, and each rank keeps its own rows' part."""
-
-    @staticmethod
-    def forward(ctx, x):
-        import torch.distributed as dist
-        rank, world_size = world()
-        parts = [torch.empty_like(x) for _ in range(world_size)]
-        dist.all_gather(parts, x.contiguous())
-        ctx.rows = slice(rank * len(x), (rank + 1) * len(x))
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad):
-        import torch.distributed as dist
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad[ctx.rows]
-
-
-def gather(x: torch.Tensor) -> torch.Tensor:
-    """The global batch's rows of ``x`` (this rank's ``x`` and every other's, in rank order, as
-    ``shard`` split them), with gradients flowing back to each rank's own rows; ``x`` itself in one
-    process. For a loss over the whole batch rather than a mean over its samples, such as CLIP's
-    contrastive loss (every image against every caption): each rank then computes the global batch's
-    loss, each rank's gradient for its rows sums the ranks' (W times the loss's), and DDP's average
-    over the W ranks leaves exactly the one-process gradient."""
-    return _Gather.apply(x) if world()[1] > 1 else x
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model itself inside ``torch.compile`` and DistributedDataParallel wrappers (what ``train``
-    passes a loss is wrapped so): for reaching its attributes, such as CLIP's ``logit_scale``."""
-    from torch.nn.parallel import DistributedDataParallel
-    while True:
-        if isinstance(model, DistributedDataParallel):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):      # torch.compile's wrapper
-            model = model._orig_mod
-        else:
-            return model
 
 
 def _to(batch, device, channels_last: bool):
@@ -292,12 +207,14 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
         at checkpoints); a NaN or infinite loss stops the run at the next read, naming its step.
     :returns: the history, one float per step (one dict per step for a step returning dicts).
 
-    Under torchrun (``init_distributed``), every process runs this same loop: ``next_batch`` draws
+    Under torchrun (``distributed.init_distributed``), every process runs this same loop: ``next_batch`` draws
     the *global* batch identically on every rank (same seed), ``shard`` gives each rank its rows,
     DistributedDataParallel averages the gradients, the losses are averaged over the ranks, and
     only rank 0 writes checkpoints and shows progress. Whatever the loss draws at random (t, noise)
     must come with the batch, drawn for the global batch (as every recipe does), so that N processes
-    train what one process trains at the same global batch, up to the order of floating-point sums.
+    train what one process trains at the same global batch, up to the order of floating-point sums
+    (and but for dropout: each rank draws its own masks, ``distributed.rank_seed``). The ranks must
+    agree on the step they resume from (``distributed.agree``), or every one of them refuses.
 
     What ``train`` does to ``model``, on purpose: it leaves it in eval mode, ready to sample, and
     with ``channels_last`` (default on CUDA) it converts the model (and the EMA copy) to the
@@ -338,7 +255,7 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
                         f"got {type(optimizer).__name__}")
     step_fn = step_fn or loss_step(loss_fn, grad_clip=grad_clip, amp=amp)
     history: list = []
-    start, seconds_before = 0, 0.0
+    start, seconds_before, seed = 0, 0.0, torch.initial_seed()
     if checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint, map_location=device)
         saved = state.get("config") or {}
@@ -358,6 +275,7 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
         if generator is not None and state["rng"].get("generator") is not None:
             generator.set_state(state["rng"]["generator"].cpu())
+    agree("the step this run resumes from", start)        # under torchrun: every rank, or refuse
     log = _LossLog(history, f"try a lower lr (now {lr}), keep gradient clipping on (grad_clip={grad_clip}), "
                             "turn off amp, or check the data for NaN/inf", world_size)
 
@@ -382,6 +300,8 @@ def train(model: torch.nn.Module, loss_fn, next_batch, steps: int, *, lr: float 
     bar = tqdm(range(start, steps), desc=desc, disable=not progress or rank != 0, initial=start, total=steps)
     for step in bar:
         batch = _to(shard(next_batch(step), rank, world_size), device, channels_last)
+        if world_size > 1:              # each rank its own dropout masks, the same again on resume
+            torch.manual_seed(rank_seed(seed, step))
         log.add(step, step_fn(forward_model, batch, opt))
         if ema is not None:
             ema.update(model)

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 import minidiff
-from minidiff import recipes, training
+from minidiff import distributed, recipes, training
 
 ROOT = pathlib.Path(minidiff.__file__).resolve().parents[1]       # the package under test, in the child processes too
 
 SCRIPT = textwrap.dedent("""
     import sys
-    from minidiff import recipes, training
-    rank, world = training.init_distributed()
+    from minidiff import distributed, recipes, training
+    rank, world = distributed.init_distributed()
     steps, path, batch = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     name = sys.argv[4] if len(sys.argv) > 4 else "molecules-ddpm"
     run = recipes.load_or_train(name, "tiny", device="cpu", steps=steps, batch_size=batch,
@@ -54,13 +54,18 @@ def assert_same_weights(two: dict, one, atol: float):
 
 def test_shard_splits_every_tensor_and_refuses_an_uneven_batch():
     batch = (torch.arange(8), {"y": torch.arange(8) * 10}, torch.arange(16).reshape(8, 2))
-    parts = [training.shard(batch, r, 2) for r in range(2)]
+    parts = [distributed.shard(batch, r, 2) for r in range(2)]
     assert torch.equal(torch.cat([p[0] for p in parts]), batch[0])
     assert parts[1][1]["y"].tolist() == [40, 50, 60, 70] and parts[1][2].shape == (4, 2)
-    assert training.shard(batch, 0, 1) is batch
+    assert distributed.shard(batch, 0, 1) is batch
+    # a tensor that is not batch-sized (a shared "no condition" row, a number) is every rank's whole
+    shared = (torch.arange(8), torch.zeros(1, 3), torch.tensor(2.0), {"null": torch.ones(1, 5)})
+    mine = distributed.shard(shared, 1, 2)
+    assert mine[0].tolist() == [4, 5, 6, 7] and mine[1].shape == (1, 3) and mine[2].item() == 2.0
+    assert mine[3]["null"].shape == (1, 5)
     with pytest.raises(ValueError, match=r"global batch \(8\) must divide by the number of processes \(3\)"):
-        training.shard(batch, 0, 3)
-    assert training.world() == (0, 1)                        # no process group here
+        distributed.shard(batch, 0, 3)
+    assert distributed.world() == (0, 1)                        # no process group here
 
 
 def test_two_processes_equal_one_at_the_same_global_batch_and_resume(tmp_path, monkeypatch):
@@ -96,7 +101,7 @@ def test_a_global_batch_that_does_not_divide_is_refused(tmp_path):
 @pytest.mark.parametrize("name", ["shapes-clip", "fashion-autoencoder"])
 def test_clip_and_the_autoencoder_under_two_processes_equal_one(tmp_path, monkeypatch, name):
     """CLIP's contrastive loss sets every image against every caption of the *global* batch
-    (training.gather), and the autoencoder's z noise is drawn with the global batch: two processes
+    (distributed.gather), and the autoencoder's z noise is drawn with the global batch: two processes
     train what one does, where a per-rank loss would see half the negatives."""
     monkeypatch.setenv("MINIDIFF_CACHE", str(tmp_path / "cache"))
     one = recipes.load_or_train(name, "tiny", device="cpu", steps=3, batch_size=16, progress=False,
@@ -113,9 +118,64 @@ def test_clip_and_the_autoencoder_under_two_processes_equal_one(tmp_path, monkey
 
 def test_gather_and_unwrap_in_one_process_and_a_custom_step_refused_under_torchrun(monkeypatch):
     x = torch.randn(4, 3, requires_grad=True)
-    assert training.gather(x) is x                           # one process: the batch is the global batch
+    assert distributed.gather(x) is x                           # one process: the batch is the global batch
     net = torch.nn.Linear(3, 2)
-    assert training.unwrap(torch.compile(net)) is net and training.unwrap(net) is net
+    assert distributed.unwrap(torch.compile(net)) is net and distributed.unwrap(net) is net
     monkeypatch.setattr(training, "world", lambda: (0, 2))
     with pytest.raises(ValueError, match="step_fn: a custom step cannot train under torchrun"):
         training.train(net, None, lambda step: x, 1, step_fn=lambda m, b, o: b.sum(), progress=False)
+
+
+MASKS = textwrap.dedent("""
+    import json
+    import sys
+    import torch
+    from minidiff import distributed, training
+    rank, world = distributed.init_distributed()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Dropout(0.5))
+    masks = []
+    net[1].register_forward_hook(lambda m, i, out: masks.append((out == 0).flatten().tolist()))
+    training.train(net, lambda m, x: m(x).pow(2).mean(), lambda step: torch.ones(8, 4), int(sys.argv[2]),
+                   progress=False, checkpoint=sys.argv[1] + (f".{rank}" if sys.argv[3] == "per-rank" else ""),
+                   checkpoint_every=1)
+    with open(f"{sys.argv[1]}.masks.{rank}", "w") as f:        # one file per rank: their prints interleave
+        json.dump(masks, f)
+""")
+
+
+def run_script(tmp_path, text, *args):
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), *map(str, args)], capture_output=True, text=True, timeout=240, env=env)
+
+
+def masks_by_rank(path) -> dict:
+    import json
+    return {rank: json.loads(pathlib.Path(f"{path}.masks.{rank}").read_text()) for rank in (0, 1)}
+
+
+def test_each_rank_draws_its_own_dropout_masks_and_the_same_again_on_resume(tmp_path):
+    whole = run_script(tmp_path, MASKS, tmp_path / "a.pt", 2, "shared")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    masks = masks_by_rank(tmp_path / "a.pt")
+    assert masks[0][0] != masks[1][0]                          # the same rows' inputs, different masks
+    first = run_script(tmp_path, MASKS, tmp_path / "b.pt", 1, "shared")
+    resumed = run_script(tmp_path, MASKS, tmp_path / "b.pt", 2, "shared")
+    assert first.returncode == 0 and resumed.returncode == 0, resumed.stderr[-3000:]
+    for rank in (0, 1):                                        # step 1 after a resume: the masks it had
+        assert masks_by_rank(tmp_path / "b.pt")[rank] == [masks[rank][1]]
+
+
+def test_ranks_that_disagree_on_the_resume_step_refuse_together(tmp_path):
+    """On machines without a shared disk one rank may find a checkpoint the other lacks: both stop
+    with the same error instead of hanging in a collective."""
+    made = run_script(tmp_path, MASKS, tmp_path / "c.pt", 1, "per-rank")
+    assert made.returncode == 0, made.stderr[-3000:]
+    (tmp_path / "c.pt.1").unlink(missing_ok=True)                # only rank 0 finds a file (rank 0 wrote it)
+    split = run_script(tmp_path, MASKS, tmp_path / "c.pt", 2, "per-rank")
+    assert split.returncode != 0
+    assert "the step this run resumes from differs across the 2 processes (from 0 to 1" in split.stderr

@@ -70,7 +70,7 @@ def train_ddpm(cfg, path, device, progress, compile, checkpoint_every, in_channe
 
     def next_batch(step):
         """The global batch with its t and noise, drawn on g in the order diffusion_loss draws them (so
-        a run is what it was when the loss drew them), for ``training.shard`` to split under torchrun."""
+        a run is what it was when the loss drew them), for ``distributed.shard`` to split under torchrun."""
         batch = draw_batch(g, cfg["batch_size"])
         x0, cond = batch if isinstance(batch, tuple) else (batch, {})
         if noise is not None:

@@ -16,7 +16,8 @@ from ..clip import CLIP, TextConditionedUNet, TextEncoder, Tokenizer, contrastiv
 from ..evaluation import batched, draw_guided, features, model_device, train_classifier
 from ..guidance import drop_condition
 from ..metrics import frechet_distance, precision_recall
-from ..training import gather, load_checkpoint, train, unwrap
+from ..distributed import gather, unwrap
+from ..training import load_checkpoint, train
 from ..unet import UNet
 from .common import (ConditionalDDPMRun, load_classifier, save_classifier, train_ddpm, training_seconds,
                      unet_kwargs)
