@@ -58,18 +58,22 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
     return (px - py).pow(2).mean().sqrt().item()
 
 
+def _check_features(name_a: str, a, name_b: str, b) -> None:
+    for name, f in ((name_a, a), (name_b, b)):
+        check_tensor(name, f)
+        if f.dim() != 2 or len(f) < 2:
+            raise ValueError(f"{name} must have shape (N, d) with N >= 2, got {tuple(f.shape)}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{name_a} and {name_b} must have the same feature size, got {a.shape[1]} and {b.shape[1]}")
+
+
 def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (N1, d), (N2, d).
 
     Tr((S1 S2)^{1/2}) is computed as the sum of square roots of the eigenvalues of the symmetric
     matrix S1^{1/2} S2 S1^{1/2}, which has the same spectrum as S1 S2. The result is clamped at 0.
     """
-    for name, f in (("f1", f1), ("f2", f2)):
-        check_tensor(name, f)
-        if f.dim() != 2 or len(f) < 2:
-            raise ValueError(f"{name} must have shape (N, d) with N >= 2, got {tuple(f.shape)}")
-    if f1.shape[1] != f2.shape[1]:
-        raise ValueError(f"f1 and f2 must have the same feature size, got {f1.shape[1]} and {f2.shape[1]}")
+    _check_features("f1", f1, "f2", f2)
     f1, f2 = f1.double(), f2.double()
     mu1, mu2 = f1.mean(0), f2.mean(0)
     s1, s2 = torch.cov(f1.T), torch.cov(f2.T)
@@ -100,12 +104,7 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size:
     ``subsets`` random subsets of ``min(subset_size, len(real), len(fake))`` rows of each set (drawn
     without replacement, on ``generator``), their mean ``kid`` and standard deviation ``std``.
     The features play Inception's part; here they are minidiff's classifier's (``evaluation``)."""
-    for name, f in (("real", real), ("fake", fake)):
-        check_tensor(name, f)
-        if f.dim() != 2 or len(f) < 2:
-            raise ValueError(f"{name} must have shape (N, d) with N >= 2, got {tuple(f.shape)}")
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"real and fake must have the same feature size, got {real.shape[1]} and {fake.shape[1]}")
+    _check_features("real", real, "fake", fake)
     subsets = check_int("subsets", subsets, low=1)
     size = min(check_int("subset_size", subset_size, low=2), len(real), len(fake))
     real, fake = real.double().cpu(), fake.double().cpu()
