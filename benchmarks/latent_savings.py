@@ -36,7 +36,7 @@ from _machine import machine_info, write_result  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from minidiff import data, device, evaluation, loss, metrics, recipes, schedules  # noqa: E402
+from minidiff import costs, data, device, evaluation, loss, metrics, recipes, schedules  # noqa: E402
 from minidiff.unet import UNet  # noqa: E402
 from minidiff.experiments import common  # noqa: E402
 
@@ -57,8 +57,8 @@ def child(model: str, scale: str) -> None:
     torch.manual_seed(0)
     net = UNet(in_channels=shape[0], **common.unet_kwargs(cfg))
     s = schedules.linear(T=1000)
-    evaluation.training_speed(net, lambda m, x: loss.diffusion_loss(m, s, x), torch.randn(64, *shape), steps=1,
-                              tries=1)
+    costs.training_speed(net, lambda m, x: loss.diffusion_loss(m, s, x), torch.randn(64, *shape), steps=1,
+                         tries=1)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)       # Linux: kilobytes
 
 
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     for name, run in (("pixel", pixel), ("latent", latent)):
         def loss_fn(m, x):
             return loss.diffusion_loss(m, run.schedule, x, generator=g)
-        train_img_s, cuda_peak = evaluation.training_speed(copy.deepcopy(run.model).train(), loss_fn, batches[name])
+        train_img_s, cuda_peak = costs.training_speed(copy.deepcopy(run.model).train(), loss_fn, batches[name])
         if name == "pixel":         # lesson 06's samples, from the cache when it ran: the time is the one measured then
             drawn = recipes.load_or_sample("fashion-ddpm", scale, n=n, steps=args.sampling_steps, batch_size=batch,
                                            seed=0, device=dev, progress=not args.no_write)
@@ -128,11 +128,11 @@ def main(argv=None) -> int:
             torch.manual_seed(0)
             net = UNet(in_channels=x_in.shape[1], **common.unet_kwargs(pixel.config)).to(dev)
             s = schedules.linear(T=1000)
-            per_s, _ = evaluation.training_speed(net, lambda m, x: loss.diffusion_loss(m, s, x, generator=g), x_in,
-                                                 steps=2, tries=2)
+            per_s, _ = costs.training_speed(net, lambda m, x: loss.diffusion_loss(m, s, x, generator=g), x_in,
+                                            steps=2, tries=2)
             row[f"{name}_step_s"] = round(len(x_in) / per_s, 4)
             tt = torch.full((len(x_in),), 500, device=dev)
-            row[f"{name}_mem_mb"] = round(evaluation.activation_bytes(net, x_in, tt) / 2**20, 2)
+            row[f"{name}_mem_mb"] = round(costs.activation_bytes(net, x_in, tt) / 2**20, 2)
         resolution_rows.append(row)
         if not args.no_write:
             print(row)

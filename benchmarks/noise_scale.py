@@ -1,5 +1,5 @@
 """The gradient noise scale of lesson 06's Fashion-MNIST DDPM, at initialisation and trained: the
-batch size past which a larger batch stops paying per image (``evaluation.gradient_noise_scale``,
+batch size past which a larger batch stops paying per image (``costs.gradient_noise_scale``,
 McCandlish et al. 2018). Read with the batch sweep of ``full_scale.py``: a recipe's batch well above
 the trained model's B_simple spends images averaging away noise that a step no longer has.
 
@@ -19,7 +19,7 @@ from _machine import machine_info, parse_scale_run, scale_parser, write_result  
 
 import torch  # noqa: E402
 
-from minidiff import data, device, evaluation, loss, recipes, schedules  # noqa: E402
+from minidiff import costs, data, device, loss, recipes, schedules  # noqa: E402
 from minidiff.forward import randn_like  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     rows = []
     for name, model in weights:
         model.train()
-        out = evaluation.gradient_noise_scale(model, loss_fn, draws, small)
+        out = costs.gradient_noise_scale(model, loss_fn, draws, small)
         rows.append({"weights": name, **{k: round(v, 6) for k, v in out.items()}})
     result = {"scale": scale, "device": dev.type, "batches": batches, "big": big, "small": small,
               "recipe_batch": cfg["batch_size"], "rows": rows, "machine": machine_info()}

@@ -23,13 +23,11 @@ from .forward import randn_like
 from .loss import diffusion_loss, draw_timesteps
 from .metrics import class_coverage, frechet_distance, kid, mmd2_unbiased, precision_recall
 from .samplers import sample
-from .distributed import shard
 from .verdicts import bootstrap_interval, compare, verdict
 
 __all__ = ["FashionClassifier", "train_classifier", "model_device", "batched", "accuracy", "probabilities", "features",
-           "image_evaluator", "fashion_mnist_evaluator", "evaluate_samples", "compare", "compare_samples",
-           "draw_samples", "compare_samplers",
-           "draw_guided", "sampler_name", "held_out_loss", "gradient_noise_scale", "activation_bytes", "training_speed"]
+           "image_evaluator", "fashion_mnist_evaluator", "evaluate_samples", "score_interval", "compare", "compare_samples",
+           "draw_samples", "compare_samplers", "draw_guided", "sampler_name", "held_out_loss"]
 
 
 class FashionClassifier(nn.Module):
@@ -164,6 +162,27 @@ def evaluate_samples(evaluator: dict, samples: torch.Tensor) -> dict:
             "shares": coverage["shares"]}
 
 
+def _scoring(evaluator: dict, metric: str, seed: int):
+    """FID's or KID's function, the real features, a generator seeded with ``seed``, and a draw of
+    real rows with replacement on it (a bootstrap's)."""
+    check_choice("metric", metric, ("fid", "kid"))
+    real, g = evaluator["real"], torch.Generator().manual_seed(check_int("seed", seed, low=0))
+    return (frechet_distance if metric == "fid" else mmd2_unbiased), real, g, \
+        lambda: torch.randint(0, len(real), (len(real),), generator=g)
+
+
+def score_interval(evaluator: dict, samples: torch.Tensor, *, metric: str = "fid", resamples: int = 200,
+                   level: float = 0.95, seed: int = 0) -> dict:
+    """FID or KID (``metrics.mmd2_unbiased`` on all rows) of ``samples`` against the evaluator's real
+    images, with its percentile-bootstrap interval (``verdicts``; generated and real rows resampled):
+    ``score``, ``low``, ``high``, ``n``. Small sets bias a bootstrapped FID upwards: read it as spread."""
+    score, real, g, real_rows = _scoring(evaluator, metric, seed)
+    fake = features(evaluator["classifier"], samples.clamp(-1, 1))
+    low, high = bootstrap_interval(lambda rows: score(fake[rows], real[real_rows()]), len(fake), resamples=resamples,
+                                   level=level, generator=g)
+    return {"metric": metric, "score": score(fake, real), "low": low, "high": high, "level": level, "n": len(fake)}
+
+
 def compare_samples(evaluator: dict, a: torch.Tensor, b: torch.Tensor, *, claim: str, paired: bool,
                     metric: str = "fid", resamples: int = 200, level: float = 0.95, seed: int = 0) -> dict:
     """Score two sample sets against the evaluator's real images, FID or KID (``metrics.mmd2_unbiased``
@@ -171,16 +190,13 @@ def compare_samples(evaluator: dict, a: torch.Tensor, b: torch.Tensor, *, claim:
     difference (``verdicts``): every resample draws the real rows anew, and the generated rows of
     ``a`` and ``b`` alike when they are ``paired`` (image i of each from the same starting noise).
     Returns ``a``, ``b``, ``difference``, ``low``, ``high``, ``n`` and ``verdict``."""
-    check_choice("metric", metric, ("fid", "kid"))
-    clf, real = evaluator["classifier"], evaluator["real"]
-    fa, fb = features(clf, a.clamp(-1, 1)), features(clf, b.clamp(-1, 1))
+    score, real, g, real_rows = _scoring(evaluator, metric, seed)
+    fa, fb = (features(evaluator["classifier"], x.clamp(-1, 1)) for x in (a, b))
     if paired and len(fa) != len(fb):
         raise ValueError(f"paired sample sets must be equally large, got {len(fa)} and {len(fb)}")
-    score = frechet_distance if metric == "fid" else mmd2_unbiased
-    g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
 
     def difference(rows):
-        r = real[torch.randint(0, len(real), (len(real),), generator=g)]
+        r = real[real_rows()]
         rows_b = rows if paired else torch.randint(0, len(fb), (len(fb),), generator=g)
         return score(fa[rows], r) - score(fb[rows_b], r)
 
@@ -284,105 +300,8 @@ def held_out_loss(model, s, images: torch.Tensor, *, prediction: str = "eps", se
     return total / len(images)
 
 
-def gradient_noise_scale(model: nn.Module, loss_fn, batches, small: int) -> dict:
-    """The simple noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8), with G the
-    mean of the per-example gradients and Sigma their covariance: the batch size at which a batch
-    gradient's noise, tr(Sigma) / B, equals its signal |G|^2. Well below it, a B times larger batch
-    does about the work of B steps; well above it, the extra images mostly average away noise a step
-    no longer has, so on the same images the larger batch falls behind.
-
-    Estimated without per-example gradients (their Appendix A.1): a batch of B gives
-    E|G_B|^2 = |G|^2 + tr(Sigma) / B, so the squared norms of the gradients of each big batch and of its
-    chunks of ``small`` rows, each averaged over ``batches``, give both unknowns.
-
-    :param loss_fn: ``loss_fn(model, batch)`` returning the batch's *mean* loss.
-    :param batches: big batches (tensors, or tuples/dicts of them split along dim 0 as ``distributed.shard``
-        splits), all of one size, a multiple of ``small`` and at least twice it. The model is used in
-        the mode it is in (train mode adds dropout's noise to Sigma).
-    :returns: ``b_simple``, ``trace_sigma`` and ``grad_norm_sq`` (the estimates of tr(Sigma) and |G|^2).
-    """
-    small = check_int("small", small, low=1)
-    params = [p for p in model.parameters() if p.requires_grad]
-    big_sq, small_sq, size = [], [], None
-    for batch in batches:
-        first = batch if isinstance(batch, torch.Tensor) else next(iter(
-            batch.values() if isinstance(batch, dict) else batch))
-        n = len(first)
-        if n % small or n < 2 * small or (size is not None and n != size):
-            raise ValueError(f"batches must all hold one multiple of small ({small}) rows, at least {2 * small}; "
-                             f"got {n}" + (f" after {size}" if size is not None and n != size else ""))
-        size, k, total, chunks = n, n // small, 0.0, 0.0
-        for i in range(k):
-            grads = torch.autograd.grad(loss_fn(model, shard(batch, i, k)), params, allow_unused=True)
-            flat = torch.cat([(g if g is not None else torch.zeros_like(q)).reshape(-1).double()
-                              for g, q in zip(grads, params)])
-            chunks += float(flat.pow(2).sum())
-            total = total + flat
-        big_sq.append(float((total / k).pow(2).sum()))
-        small_sq.append(chunks / k)
-    if not big_sq:
-        raise ValueError("batches must hold at least one batch")
-    b, B = small, size
-    g_big, g_small = sum(big_sq) / len(big_sq), sum(small_sq) / len(small_sq)
-    grad_norm_sq = (B * g_big - b * g_small) / (B - b)
-    trace_sigma = (g_small - g_big) / (1 / b - 1 / B)
-    return {"b_simple": trace_sigma / grad_norm_sq, "trace_sigma": trace_sigma, "grad_norm_sq": grad_norm_sq}
-
-
 def sampler_name(sampler: str, steps: int, eta: float = 0.0) -> str:
     """How a run is named in tables: "ddim 50", "ddim 50, eta=1"."""
     return f"{sampler} {steps}" + (f", eta={eta:g}" if eta else "")
 
 
-def activation_bytes(net: nn.Module, *inputs) -> int:
-    """Bytes of every leaf module's output in one forward pass of ``net(*inputs)``: the tensors
-    autograd keeps for the backward pass, a measure of training memory that is the same on every
-    device (counted with forward hooks; the pass itself runs without gradients)."""
-    total = 0
-
-    def count(module, args, out):
-        nonlocal total
-        if isinstance(out, torch.Tensor) and not list(module.children()):
-            total += out.numel() * out.element_size()
-
-    hooks = [m.register_forward_hook(count) for m in net.modules()]
-    try:
-        with torch.no_grad():
-            net(*inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return total
-
-
-def training_speed(net: nn.Module, loss_fn, batch: torch.Tensor, steps: int = 3, tries: int = 2,
-                   lr: float = 1e-4) -> tuple[float, float | None]:
-    """Training examples per second of ``net`` on ``batch``: one AdamW warm-up step, then the best of
-    ``tries`` timings of ``steps`` steps of ``loss_fn(net, batch)`` (the device is synchronised before
-    each clock read). Also the CUDA allocator's peak over a timing in MB (None elsewhere). It
-    trains ``net``: pass a copy of a model you want to keep."""
-    steps = check_int("steps", steps, low=1)
-    tries = check_int("tries", tries, low=1)
-    dev = batch.device
-    opt = torch.optim.AdamW(net.parameters(), lr=lr)
-
-    def step():
-        value = loss_fn(net, batch)
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
-
-    step()
-    best, peak = 0.0, None
-    for _ in range(tries):
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        synchronize(dev)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        synchronize(dev)
-        best = max(best, steps * len(batch) / (time.perf_counter() - start))
-        if dev.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(dev) / 2**20
-    return best, peak

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from minidiff import evaluation, recipes, schedules
+from minidiff import costs, evaluation, recipes, schedules
 from minidiff.experiments import editing_images, gans_vs_diffusion
 
 
@@ -90,8 +90,8 @@ def test_image_evaluator_takes_its_shape_from_the_data(g):
 def test_activation_bytes_counts_every_leaf_output():
     net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(5, 2)))
     x = torch.zeros(4, 3)
-    assert evaluation.activation_bytes(net, x) == 4 * (5 + 5 + 2) * 4        # float32: 4 bytes per number
-    assert evaluation.activation_bytes(net.double(), x.double()) == 4 * (5 + 5 + 2) * 8
+    assert costs.activation_bytes(net, x) == 4 * (5 + 5 + 2) * 4        # float32: 4 bytes per number
+    assert costs.activation_bytes(net.double(), x.double()) == 4 * (5 + 5 + 2) * 8
     assert not net._forward_hooks and not net[0]._forward_hooks                  # the hooks are gone
 
 
@@ -105,11 +105,11 @@ def test_training_speed_trains_and_counts_examples():
         calls.append(len(x))
         return m(x).pow(2).mean()
 
-    per_s, peak = evaluation.training_speed(net, loss_fn, torch.ones(8, 3), steps=2, tries=3)
+    per_s, peak = costs.training_speed(net, loss_fn, torch.ones(8, 3), steps=2, tries=3)
     assert per_s > 0 and peak is None and calls == [8] * (1 + 2 * 3)            # a warm-up, then 3 x 2 steps
     assert not torch.equal(net.weight, before)
     with pytest.raises(ValueError, match="steps"):
-        evaluation.training_speed(net, loss_fn, torch.ones(8, 3), steps=0)
+        costs.training_speed(net, loss_fn, torch.ones(8, 3), steps=0)
 
 
 def test_settings_tuned_counts_what_the_defaults_could_not_do():
@@ -206,9 +206,9 @@ def test_gradient_noise_scale_matches_least_squares_in_closed_form():
         x, y = batch
         return (m(x)[:, 0] - y).pow(2).mean()
 
-    out = evaluation.gradient_noise_scale(model, loss_fn, batches, small=8)
+    out = costs.gradient_noise_scale(model, loss_fn, batches, small=8)
     assert out["grad_norm_sq"] == pytest.approx(4 * delta.pow(2).sum().item(), rel=0.1)
     assert out["trace_sigma"] == pytest.approx(4 * ((d + 1) + s2 * d), rel=0.1)
     assert out["b_simple"] == pytest.approx(d + 1 + s2 * d, rel=0.15)
     with pytest.raises(ValueError, match="multiple of small"):
-        evaluation.gradient_noise_scale(model, loss_fn, batches[:1], small=48)
+        costs.gradient_noise_scale(model, loss_fn, batches[:1], small=48)

@@ -142,3 +142,18 @@ def test_compare_samples_pairs_and_judges():
         evaluation.compare_samples(ev, like, like[:10], claim="a < b", paired=True)
     with pytest.raises(ValueError, match="unknown metric"):
         evaluation.compare_samples(ev, like, like, claim="a < b", paired=True, metric="is")
+
+
+def test_a_score_interval_covers_its_score_and_narrows_with_n():
+    g = torch.Generator().manual_seed(8)
+    real = torch.rand(400, 1, 2, 2, generator=g) * 2 - 1
+    ev = {"classifier": _Mean(), "real": evaluation.features(_Mean(), real)}
+    widths = []
+    for n in (50, 400):
+        fake = (torch.rand(n, 1, 2, 2, generator=g) * 2 - 1) * 0.8
+        r = evaluation.score_interval(ev, fake, metric="kid", resamples=100)
+        assert r["n"] == n and r["low"] <= r["score"] <= r["high"]
+        widths.append(r["high"] - r["low"])
+    assert widths[1] < widths[0] / 1.5                         # about 1/sqrt(n): more samples, a tighter interval
+    fid = evaluation.score_interval(ev, real[:100], resamples=50)
+    assert fid["metric"] == "fid" and fid["low"] <= fid["high"]
