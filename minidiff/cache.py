@@ -35,7 +35,7 @@ from .device import SCALES, get_device, get_scale
 from .evaluation import draw_samples
 from .samplers import SAMPLERS
 
-__all__ = ["Recipe", "config", "cache_path", "load_or_train", "Samples", "load_or_sample", "identity"]
+__all__ = ["Recipe", "config", "cache_path", "load_or_train", "train_config", "Samples", "load_or_sample", "identity"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -49,8 +49,6 @@ class Recipe:
     :param fixed: settings equal at every scale (the data set, T, the schedule).
     :param needs: ``{key: recipe}``: recipes whose run is part of this one (the autoencoder of a
         latent DDPM); the needed recipe's config, at the same scale, is this config's ``key``.
-    :param uses: recipes whose run this one's trainer loads at their own default config but that
-        do not change its weights (the feature classifier that scores a GAN while it trains).
     :param optional: ``{setting: default}``: settings an override may give that the default config
         leaves out, so the default configs (and their cache files) stay what they were.
     :param configure: ``configure(cfg, overrides) -> cfg``, the last word on a config after the
@@ -62,7 +60,6 @@ class Recipe:
     train: Callable
     fixed: dict = dataclasses.field(default_factory=dict)
     needs: dict = dataclasses.field(default_factory=dict)
-    uses: tuple = ()
     optional: dict = dataclasses.field(default_factory=dict)
     configure: Callable | None = None
     image_shape: tuple | None = None
@@ -129,7 +126,14 @@ def load_or_train(recipe: Recipe, scale: str | None = None, *, device=None, prog
     :returns: what the recipe's trainer returns: a ``DDPMRun`` or a kin of it for a diffusion model,
         an ``AutoencoderRun``, a ``CLIPRun``, a ``GANRun``, or a classifier.
     """
-    cfg = config(recipe, scale, **overrides)
+    return train_config(recipe, config(recipe, scale, **overrides), device=device, progress=progress,
+                        checkpoint=checkpoint, compile=compile, checkpoint_every=checkpoint_every)
+
+
+def train_config(recipe: Recipe, cfg: dict, *, device=None, progress: bool = True, checkpoint=None,
+                 compile: bool | None = None, checkpoint_every: int = 500):
+    """``load_or_train`` for a full config made already: a trainer uses it for the run of a recipe
+    it needs, whose config is part of its own (``Recipe.needs``)."""
     device = torch.device(device) if device is not None else get_device()
     path = pathlib.Path(checkpoint) if checkpoint is not None else cache_path(cfg)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=1)

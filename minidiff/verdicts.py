@@ -125,7 +125,8 @@ def compare(a, b, *, claim: str, paired: bool, level: float = 0.95) -> dict:
     mean(b), its interval (``low``, ``high``, at ``level``), ``n`` and the ``verdict``: "holds",
     "does not hold" or "cannot tell at n = ..." (module docstring)."""
     check_choice("claim", claim, CLAIMS)
+    a, b = _values("a", a), _values("b", b)
     d, low, high = difference_interval(a, b, paired=paired, level=level)
-    n = len(_values("a", a)) if paired else f"{len(_values('a', a))} and {len(_values('b', b))}"
+    n = len(a) if paired else f"{len(a)} and {len(b)}"
     return {"difference": d, "low": low, "high": high, "level": level, "n": n, "paired": paired, "claim": claim,
             "verdict": verdict(low, high, claim, n)}

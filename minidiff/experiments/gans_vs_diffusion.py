@@ -107,9 +107,10 @@ def _train_fashion_gan(cfg, path, device, progress, compile=False, checkpoint_ev
 # 9,000 steps: 10 minutes on a 2-core CPU against the DDPM's 13, past where the tracked FID stopped
 # falling (about step 7,500; 3,000 steps left it still falling). Every ``track_every`` steps
 # ``track_samples`` images from fixed noise (as many as lessons 06-10 score per FID) are scored for mode
-# collapse (gan.collapse_stats) and FID, and a few kept as snapshots.
+# collapse (gan.collapse_stats) and FID (the scale's FASHION_CLASSIFIER, at its own config), and a few kept
+# as snapshots.
 FASHION_GAN = Recipe(
-    "fashion-gan", train=_train_fashion_gan, uses=(FASHION_CLASSIFIER,), fixed={"dataset": "fashion-mnist"},
+    "fashion-gan", train=_train_fashion_gan, fixed={"dataset": "fashion-mnist"},
     settings={
         "tiny": {"z_dim": 100, "width": 16, "batch_size": 32, "lr": 2e-4, "beta1": 0.5, "loss": "nonsaturating",
                  "steps": 150, "subset": 2000, "track_every": 75, "track_samples": 64},
@@ -120,7 +121,7 @@ FASHION_GAN = Recipe(
     })
 # The class-conditional DCGAN: "fashion-gan"'s settings, labels into G (concatenated to z) and D (one-hot
 # label planes concatenated to the image).
-FASHION_COND_GAN = Recipe("fashion-cond-gan", train=_train_fashion_gan, uses=(FASHION_CLASSIFIER,),
+FASHION_COND_GAN = Recipe("fashion-cond-gan", train=_train_fashion_gan,
                           fixed={"dataset": "fashion-mnist", "num_classes": 10},
                           settings=copy.deepcopy(FASHION_GAN.settings))
 

@@ -10,7 +10,7 @@ import torch
 from .._checks import check_int
 from .._files import atomic_write
 from ..autoencoder import AutoEncoder, LatentSpace, latent_scale, vae_loss
-from ..cache import Recipe, cache_path, config, identity
+from ..cache import Recipe, config, identity, train_config
 from ..training import load_checkpoint, train
 from .common import DDPMRun, fashion_images, random_batch, train_ddpm, training_seconds, unet_kwargs
 
@@ -98,7 +98,7 @@ def _train_fashion_latent_ddpm(cfg, path, device, progress, compile=False, check
     fresh z ~ q(z | x) for its images, as LDM samples its latents, and multiplies by the scale.
     The finished checkpoint also holds the autoencoder and its scale, so it can be sampled alone."""
     ae_cfg = cfg["autoencoder"]
-    ae_run = _train_fashion_autoencoder(ae_cfg, cache_path(ae_cfg), device, progress)
+    ae_run = train_config(FASHION_AUTOENCODER, ae_cfg, device=device, progress=progress, compile=compile)
     images = fashion_images(cfg, device)
     with torch.no_grad():
         q = [ae_run.model.encode(b) for b in images.split(500)]

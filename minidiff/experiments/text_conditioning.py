@@ -11,7 +11,7 @@ import torch
 
 from .. import data
 from .._checks import check_choice, check_int
-from ..cache import Recipe, cache_path, identity
+from ..cache import Recipe, identity, train_config
 from ..clip import CLIP, TextConditionedUNet, TextEncoder, Tokenizer, contrastive_loss, zero_shot_classify
 from ..evaluation import batched, draw_guided, features, model_device, train_classifier
 from ..guidance import drop_condition
@@ -116,8 +116,7 @@ def _train_shapes_text_ddpm(cfg, path, device, progress, compile=False, checkpoi
         context, null = data_set["tokens"], tok.encode([""]).to(device)
         context_dim = cfg["clip"]["text"]["width"]
         if cfg["condition"] == "clip":
-            clip_cfg = cfg["clip"]
-            frozen = _train_shapes_clip(clip_cfg, cache_path(clip_cfg), device, progress).model.text
+            frozen = train_config(SHAPES_CLIP, cfg["clip"], device=device, progress=progress, compile=compile).model.text
 
     def make_model():
         unet = UNet(in_channels=3, context_dim=context_dim, **unet_kwargs(cfg))
